@@ -1,0 +1,23 @@
+"""Helpers for the industrial defect recognition notebooks.
+
+Import submodules explicitly (``from helpers import rle``); importing the package
+itself loads nothing heavy and has no side effects. Keras/TensorFlow are only
+imported through :mod:`helpers.backend`.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "audit",
+    "backend",
+    "benchmark",
+    "convert",
+    "eda",
+    "files",
+    "outputs",
+    "rle",
+    "run",
+    "severstal",
+    "synth",
+    "viz",
+]

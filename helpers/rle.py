@@ -1,0 +1,128 @@
+"""Run-length encoding in the Kaggle Severstal convention.
+
+Pixels are numbered column by column (top to bottom, then left to right),
+starting at 1. A mask is written as ``"start length start length ..."``;
+an empty mask is the empty string.
+
+>>> import numpy as np
+>>> m = np.array([[0, 1], [1, 1]], dtype=np.uint8)
+>>> encode(m)
+'2 3'
+>>> decode('2 3', (2, 2)).tolist()
+[[0, 1], [1, 1]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["decode", "encode", "problem", "runs", "validate_shape"]
+
+
+def validate_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """Return ``(height, width)`` as ints; raise ``ValueError`` unless both are >= 1."""
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (height, width), got {shape!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"shape must have height >= 1 and width >= 1, got {shape!r}")
+    return height, width
+
+
+def runs(mask: np.ndarray) -> np.ndarray:
+    """Runs of a 2-D 0/1 or bool mask as an ``(N, 2)`` int array of 1-based ``(start, length)``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    if mask.dtype != bool:
+        if mask.dtype.kind in "ui":
+            valid = mask.size == 0 or (mask.max() <= 1 and mask.min() >= 0)
+        else:
+            valid = bool(((mask == 0) | (mask == 1)).all())
+        if not valid:
+            raise ValueError(f"mask must hold only 0 and 1 (or bool), found values {np.unique(mask)[:8].tolist()}")
+        mask = mask != 0
+    flat = np.empty(mask.size + 2, dtype=bool)
+    flat[0] = flat[-1] = False
+    flat[1:-1] = mask.ravel(order="F")
+    edges = np.flatnonzero(flat[1:] != flat[:-1])
+    starts, stops = edges[0::2], edges[1::2]
+    return np.stack([starts + 1, stops - starts], axis=1)
+
+
+def encode(mask: np.ndarray) -> str:
+    """Encode a 2-D ``(H, W)`` bool or 0/1 mask as a Kaggle RLE string (``""`` if empty)."""
+    return " ".join(map(str, runs(mask).ravel().tolist()))
+
+
+def _parse_tokens(rle: str) -> np.ndarray:
+    tokens = rle.split()
+    if len(tokens) % 2:
+        raise ValueError(f"RLE has an odd number of tokens ({len(tokens)}); expected 'start length' pairs")
+    try:
+        return np.array(tokens, dtype=np.int64)
+    except (ValueError, OverflowError):
+        for position, token in enumerate(tokens, start=1):
+            try:
+                int(token)
+            except ValueError:
+                raise ValueError(f"RLE token {position} is not an integer: {token!r}") from None
+        raise
+
+
+def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """Decode a Kaggle RLE string into a uint8 0/1 mask of ``shape = (H, W)``.
+
+    Raises ``ValueError`` naming the problem for an odd token count, a non-integer
+    token, a start < 1, a length < 1, runs that are out of order or overlap, and runs
+    that go past the last pixel. Touching runs (one starting right after another
+    ends) are accepted.
+    """
+    height, width = validate_shape(shape)
+    n_pixels = height * width
+    if rle is None or (isinstance(rle, float) and np.isnan(rle)):
+        rle = ""
+    if not isinstance(rle, str):
+        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
+    values = _parse_tokens(rle)
+    starts, lengths = values[0::2], values[1::2]
+    flat = np.zeros(n_pixels, dtype=np.uint8)
+    if starts.size:
+        _check_runs(starts, lengths, n_pixels, (height, width))
+        offsets = np.repeat(starts - 1 - np.cumsum(lengths) + lengths, lengths)
+        flat[offsets + np.arange(offsets.size)] = 1
+    return flat.reshape(width, height).T
+
+
+def _check_runs(starts: np.ndarray, lengths: np.ndarray, n_pixels: int, shape: tuple[int, int]) -> None:
+    def first(bad: np.ndarray) -> int:
+        return int(np.flatnonzero(bad)[0])
+
+    if (starts < 1).any():
+        i = first(starts < 1)
+        raise ValueError(f"run {i + 1}: start {starts[i]} < 1 (starts are 1-based)")
+    if (lengths < 1).any():
+        i = first(lengths < 1)
+        raise ValueError(f"run {i + 1}: length {lengths[i]} < 1")
+    ends = starts + lengths - 1
+    if starts.size > 1 and (starts[1:] <= ends[:-1]).any():
+        i = first(starts[1:] <= ends[:-1]) + 1
+        kind = "is not after the previous start" if starts[i] <= starts[i - 1] else "overlaps the previous run"
+        raise ValueError(
+            f"run {i + 1}: start {starts[i]} {kind} (previous run {starts[i - 1]}..{ends[i - 1]}); "
+            "runs must be strictly increasing and must not overlap"
+        )
+    if ends[-1] > n_pixels:
+        raise ValueError(
+            f"run {starts.size}: ends at pixel {ends[-1]}, past the last pixel {n_pixels} of a {shape[0]}x{shape[1]} image"
+        )
+
+
+def problem(rle: str, shape: tuple[int, int]) -> str | None:
+    """What is wrong with an RLE string for ``shape = (H, W)``, or ``None`` if it decodes."""
+    try:
+        decode(rle, shape)
+    except ValueError as err:
+        return str(err)
+    return None

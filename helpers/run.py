@@ -1,0 +1,265 @@
+"""Run the notebooks headlessly with papermill, or the test suite, in a ready environment.
+
+    python3 -m helpers.run                     # smoke profile, every notebook, -> outputs/smoke/
+    python3 -m helpers.run --profile cpu --only 00 01 -p data_dir=data/neu-seg
+    python3 -m helpers.run --tests             # the test suite (pytest)
+
+If the interpreter running this lacks the pinned packages of ``pyproject.toml``, a virtual
+environment ``.venv`` is created (or updated when ``pyproject.toml`` changed) and the command
+re-runs itself inside it. This module imports only the standard library at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["PROJECT_ROOT", "list_notebooks", "load_profile", "main", "notebook_parameters", "run_notebooks"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PROFILES_FILE = NOTEBOOKS_DIR / "profiles.yaml"
+VENV_DIR = PROJECT_ROOT / ".venv"
+STAMP_NAME = ".defect-notebooks-installed"
+BOOTSTRAP_FLAG = "DEFECT_NOTEBOOKS_BOOTSTRAPPED"
+
+
+# ---------------------------------------------------------------- environment
+def _pins() -> dict[str, str]:
+    import tomllib
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return dict(spec.split("==", 1) for spec in specs)
+
+
+def missing_requirements() -> list[str]:
+    """Pinned requirements the running interpreter lacks (empty when it is ready)."""
+    from importlib import metadata
+
+    missing = []
+    for name, version in _pins().items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            missing.append(f"{name}=={version} (found {installed})")
+    try:
+        metadata.version("defect-notebooks")
+    except metadata.PackageNotFoundError:
+        missing.append("defect-notebooks (this project, pip install -e .)")
+    return missing
+
+
+def _venv_python() -> Path:
+    return VENV_DIR / "bin" / "python"
+
+
+def _pyproject_digest() -> str:
+    return hashlib.sha256((PROJECT_ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_venv() -> Path:
+    """Create or update ``.venv`` with the project and its pinned dependencies; return its python."""
+    python = _venv_python()
+    stamp = VENV_DIR / STAMP_NAME
+    if python.exists() and stamp.exists() and stamp.read_text() == _pyproject_digest():
+        return python
+    started = time.perf_counter()
+    if not python.exists():
+        print(f"Creating the environment {VENV_DIR} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
+    print("Installing the project and its pinned dependencies (a few minutes the first time) ...", flush=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", f"{PROJECT_ROOT}[dev]"],
+        check=True,
+    )
+    stamp.write_text(_pyproject_digest())
+    print(f"Environment ready in {time.perf_counter() - started:.0f} s.", flush=True)
+    return python
+
+
+def _enter_environment(mode: str, argv: list[str]) -> None:
+    """Return if this interpreter can run the project; otherwise re-run ``argv`` inside ``.venv``."""
+    if mode not in ("auto", "current", "venv"):
+        raise ValueError(f"env must be one of auto, current, venv; got {mode!r}")
+    in_project_venv = Path(sys.prefix).resolve() == VENV_DIR.resolve()
+    if mode == "current" or in_project_venv or os.environ.get(BOOTSTRAP_FLAG):
+        missing = missing_requirements()
+        if missing:
+            raise SystemExit("This environment lacks pinned requirements:\n  " + "\n  ".join(missing))
+        if in_project_venv:
+            ensure_venv()  # reinstall if pyproject.toml changed since the last install
+        return
+    if mode == "auto" and not missing_requirements():
+        return
+    python = ensure_venv()
+    env = dict(os.environ, **{BOOTSTRAP_FLAG: "1"})
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    os.chdir(PROJECT_ROOT)
+    os.execve(str(python), [str(python), "-m", "helpers.run", *argv], env)
+
+
+# ---------------------------------------------------------------- notebooks
+def list_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Ordered notebooks ``NN_name.ipynb``; ``only`` selects by number or name prefix (``"00"``, ``"01_eda"``)."""
+    notebooks = sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return notebooks
+    chosen = [nb for nb in notebooks if any(nb.stem.startswith(key) for key in only)]
+    unknown = [key for key in only if not any(nb.stem.startswith(key) for nb in notebooks)]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; choose from {[nb.stem for nb in notebooks]}")
+    return chosen
+
+
+def load_profile(name: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
+    """Profile ``name`` from ``<notebooks_dir>/profiles.yaml``: ``{"common": {...}, "notebooks": {stem: {...}}}``."""
+    import yaml
+
+    profiles = yaml.safe_load((Path(notebooks_dir) / PROFILES_FILE.name).read_text())
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; choose from {sorted(profiles)}")
+    profile = profiles[name] or {}
+    return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
+
+
+def notebook_parameters(profile: dict, notebook: str, declared: set[str], overrides: dict) -> dict:
+    """Parameters for one notebook: profile common, then per-notebook, then overrides; only declared names."""
+    merged = {**profile["common"], **profile["notebooks"].get(notebook, {}), **overrides}
+    params = {}
+    for key, value in merged.items():
+        if key not in declared:
+            continue
+        if key.endswith("_dir") and isinstance(value, str) and value and not os.path.isabs(value):
+            value = str((PROJECT_ROOT / value).resolve())
+        params[key] = value
+    return params
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
+            raise ValueError(f"parameter override must look like name=value, got {pair!r}")
+        overrides[key] = _parse_value(value, yaml)
+    return overrides
+
+
+def _parse_value(text: str, yaml):
+    for number in (int, float):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text) if text else ""
+
+
+def _report_failure(err: Exception, executed: Path) -> str:
+    lines = [f"FAILED: {executed.stem}"]
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    cell = getattr(err, "exec_count", None)
+    lines.append(f"  cell [{cell}] raised {ename}: {evalue}" if cell else f"  {ename}: {evalue}")
+    traceback = getattr(err, "traceback", None) or []
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    tail = [ansi.sub("", line) for line in traceback[-3:]]
+    lines += ["  " + part for line in tail for part in line.splitlines()[-6:]]
+    lines.append(f"  executed notebook: {executed}")
+    return "\n".join(lines)
+
+
+def run_notebooks(
+    profile_name: str = "smoke",
+    only: list[str] | None = None,
+    run_name: str | None = None,
+    overrides: dict | None = None,
+    outputs_root: Path | None = None,
+    progress: bool = True,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> Path:
+    """Execute notebooks in order with papermill; return ``outputs/<run>/``.
+
+    Writes ``notebooks/`` (executed copies), ``figures/``, ``metrics/`` and ``run.json``.
+    Stops at the first failing notebook, printing its error; raises ``RuntimeError``.
+    """
+    import papermill
+
+    profile = load_profile(profile_name, notebooks_dir)
+    run_dir = Path(outputs_root or PROJECT_ROOT / "outputs") / (run_name or profile_name)
+    executed_dir = run_dir / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {**(overrides or {}), "output_dir": str(run_dir.resolve()), "profile": profile_name}
+    summary = {"profile": profile_name, "notebooks": []}
+    notebooks = list_notebooks(only, notebooks_dir)
+    for index, notebook in enumerate(notebooks, start=1):
+        declared = set(papermill.inspect_notebook(str(notebook)))
+        params = notebook_parameters(profile, notebook.stem, declared, overrides)
+        executed = executed_dir / notebook.name
+        print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=params, cwd=str(notebooks_dir),
+                kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
+            )
+        except Exception as err:  # papermill wraps cell errors; report and stop
+            summary["notebooks"].append({"name": notebook.stem, "status": "failed", "seconds": round(time.perf_counter() - started, 1)})
+            (run_dir / "run.json").write_text(json.dumps(summary, indent=2))
+            message = _report_failure(err, executed)
+            print(message, file=sys.stderr, flush=True)
+            raise RuntimeError(message) from None
+        seconds = time.perf_counter() - started
+        summary["notebooks"].append({"name": notebook.stem, "status": "ok", "seconds": round(seconds, 1), "parameters": params})
+        print(f"    done in {seconds:.1f} s -> {executed}", flush=True)
+    summary["total_seconds"] = round(sum(nb["seconds"] for nb in summary["notebooks"]), 1)
+    (run_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    print(f"All {len(notebooks)} notebook(s) ran in {summary['total_seconds']:.0f} s. Outputs: {run_dir}", flush=True)
+    return run_dir
+
+
+# ---------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m helpers.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="smoke", help="profile from notebooks/profiles.yaml: smoke, cpu or gpu (default smoke)")
+    parser.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (number or name prefix)")
+    parser.add_argument("--run", dest="run_name", help="name of the outputs/<run>/ folder (default: the profile name)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter (repeatable)")
+    parser.add_argument("--env", default="auto", choices=("auto", "current", "venv"), help="auto: use this interpreter if it has the pinned packages, else .venv")
+    parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    parser.add_argument("--list", action="store_true", help="list notebooks and profiles, then exit")
+    parser.add_argument("--tests", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS", help="run the test suite (pytest) with optional arguments")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.list:
+        print("Notebooks:", *[f"  {nb.stem}" for nb in list_notebooks()], sep="\n")
+        print("Profiles are defined in", PROFILES_FILE)
+        return 0
+    _enter_environment(args.env, argv)
+    if args.tests is not None:
+        return subprocess.call([sys.executable, "-m", "pytest", *args.tests], cwd=PROJECT_ROOT)
+    try:
+        run_notebooks(args.profile, args.only, args.run_name, _parse_overrides(args.param), progress=not args.no_progress)
+    except (RuntimeError, ValueError) as err:
+        if isinstance(err, ValueError):
+            print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

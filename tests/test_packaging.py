@@ -1,0 +1,78 @@
+"""Project layout, pins and the single place that configures Keras."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return dict(spec.split("==") for spec in project["dependencies"] + project["optional-dependencies"]["dev"])
+
+
+def test_every_dependency_is_pinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", spec), spec
+
+
+def test_environment_yml_declares_the_same_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pins = dict(spec.split("==") for spec in pip_section if "==" in spec)
+    assert pins == pyproject_pins()
+    assert "-e ." in pip_section
+
+
+def test_required_stack_is_pinned():
+    pins = pyproject_pins()
+    for name in ("tensorflow", "tf-keras", "albumentations", "papermill", "jupyterlab", "ipykernel", "matplotlib",
+                 "seaborn", "scikit-learn", "pandas", "pillow", "opencv-python-headless", "tqdm"):
+        assert name in pins, name
+    assert pins["segmentation-models"] == "1.0.1"
+
+
+def test_keras_flavour_is_set_in_exactly_one_place():
+    hits = [
+        path.relative_to(ROOT).as_posix()
+        for path in [*ROOT.glob("helpers/**/*.py"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("tests/*.py")]
+        if re.search(r"environ\[\s*\"(SM_FRAMEWORK|TF_USE_LEGACY_KERAS)\"\s*\]\s*=", path.read_text())
+    ]
+    assert hits == ["helpers/backend.py"]
+
+
+def test_importing_helpers_loads_no_keras():
+    code = ("import sys, helpers, helpers.rle, helpers.severstal, helpers.synth, helpers.convert, helpers.audit, helpers.run; "
+            "print(any(m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+    assert out.stderr == ""
+
+
+def test_backend_selects_keras_2_and_segmentation_models_tf_keras():
+    code = "from helpers.backend import keras, sm, tf; print(keras.__version__.split('.')[0], sm.framework())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "2 tf.keras"
+
+
+def test_layout():
+    for name in ("notebooks", "helpers", "data", "outputs", "tests", "environment.yml", "README.md", "pyproject.toml", ".ci/run"):
+        assert (ROOT / name).exists(), name
+    ignore = (ROOT / ".gitignore").read_text().splitlines()
+    for folder in ("data", "outputs"):
+        assert f"/{folder}/*" in ignore and f"!/{folder}/README.md" in ignore
+        assert (ROOT / folder / "README.md").is_file()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    test_command = "python3 -m helpers.run --tests"
+    assert test_command in readme
+    assert test_command in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from helpers import benchmark, rle
+
+
+def grid(rows: list[str]) -> np.ndarray:
+    """Mask from strings of '0'/'1' (one string per image row)."""
+    return np.array([[int(c) for c in row] for row in rows], dtype=np.uint8)
+
+
+# (name, mask, expected RLE)
+MASK_CASES = [
+    ("empty", grid(["000", "000"]), ""),
+    ("full", grid(["111", "111"]), "1 6"),
+    ("first pixel only", grid(["100", "000"]), "1 1"),
+    ("last pixel only", grid(["000", "001"]), "6 1"),
+    ("last column", grid(["001", "001"]), "5 2"),
+    ("column-major order", grid(["010", "110"]), "2 3"),
+    ("two runs", grid(["100", "001"]), "1 1 6 1"),
+    ("1xN row", grid(["01101"]), "2 2 5 1"),
+    ("Nx1 column", grid(["0", "1", "1", "0", "1"]), "2 2 5 1"),
+    ("1x1 set", grid(["1"]), "1 1"),
+    ("1x1 empty", grid(["0"]), ""),
+    ("checkerboard", grid(["10", "01"]), "1 1 4 1"),
+]
+
+
+@pytest.mark.parametrize("name, mask, expected", MASK_CASES, ids=[c[0] for c in MASK_CASES])
+def test_encode_known_strings(name, mask, expected):
+    assert rle.encode(mask) == expected
+    assert rle.encode(mask.astype(bool)) == expected
+
+
+@pytest.mark.parametrize("name, mask, expected", MASK_CASES, ids=[c[0] for c in MASK_CASES])
+def test_round_trips_both_ways(name, mask, expected):
+    decoded = rle.decode(expected, mask.shape)
+    assert decoded.dtype == np.uint8
+    assert decoded.shape == mask.shape
+    np.testing.assert_array_equal(decoded, mask)
+    assert rle.encode(rle.decode(expected, mask.shape)) == expected
+    np.testing.assert_array_equal(rle.decode(rle.encode(mask), mask.shape), mask)
+
+
+def test_round_trip_on_kaggle_sized_masks():
+    masks = benchmark.realistic_masks(5, (256, 1600), seed=3)
+    for mask in masks:
+        encoded = rle.encode(mask)
+        np.testing.assert_array_equal(rle.decode(encoded, mask.shape), mask)
+        assert encoded == benchmark.baseline_mask2rle(mask)
+        np.testing.assert_array_equal(benchmark.baseline_rle2mask(encoded, mask.shape), mask)
+
+
+def test_touching_runs_decode_to_the_union():
+    np.testing.assert_array_equal(rle.decode("1 2 3 1", (2, 2)), grid(["11", "10"]))
+
+
+def test_whitespace_and_missing_values_mean_empty():
+    assert rle.decode("  ", (2, 2)).sum() == 0
+    assert rle.decode(None, (2, 2)).sum() == 0
+    assert rle.decode(float("nan"), (2, 2)).sum() == 0
+
+
+# (name, RLE, shape, words the message must contain)
+INVALID_CASES = [
+    ("odd token count", "1 2 3", (2, 3), "odd number of tokens"),
+    ("non-integer token", "1 2 x 1", (2, 3), "token 3 is not an integer: 'x'"),
+    ("float token", "1.5 2", (2, 3), "token 1 is not an integer"),
+    ("start zero", "0 2", (2, 3), "start 0 < 1"),
+    ("negative start", "-1 2", (2, 3), "start -1 < 1"),
+    ("zero length", "2 0", (2, 3), "length 0 < 1"),
+    ("negative length", "2 -1", (2, 3), "length -1 < 1"),
+    ("decreasing starts", "4 1 1 1", (2, 3), "is not after the previous start"),
+    ("repeated start", "2 1 2 1", (2, 3), "is not after the previous start"),
+    ("overlapping runs", "1 3 2 2", (2, 3), "overlaps the previous run"),
+    ("past the end", "5 3", (2, 3), "past the last pixel 6"),
+    ("start past the end", "7 1", (2, 3), "past the last pixel 6"),
+]
+
+
+@pytest.mark.parametrize("name, text, shape, message", INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
+def test_invalid_strings_raise_with_the_reason(name, text, shape, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        rle.decode(text, shape)
+    assert message in rle.problem(text, shape)
+
+
+def test_problem_is_none_for_valid_strings():
+    assert rle.problem("1 1 6 1", (2, 3)) is None
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        (np.zeros((2, 2, 1), np.uint8), "must be 2-D"),
+        (np.array([[0, 2]], np.uint8), "only 0 and 1"),
+        (np.array([[0, -1]], np.int8), "only 0 and 1"),
+        (np.array([[0.0, 0.5]]), "only 0 and 1"),
+    ],
+)
+def test_encode_rejects_non_binary_masks(mask, message):
+    with pytest.raises(ValueError, match=message):
+        rle.encode(mask)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2,), "ab", None])
+def test_bad_shapes(shape):
+    with pytest.raises(ValueError, match="shape"):
+        rle.decode("1 1", shape)
