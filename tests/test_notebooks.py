@@ -1,0 +1,75 @@
+"""Notebook conventions, and the whole collection executed by papermill in the smoke profile."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import run
+
+NOTEBOOKS = run.list_notebooks()
+IDS = [nb.stem for nb in NOTEBOOKS]
+PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>[\w\[\], |]+) = .+  # \S.*$")
+
+
+def cells(path: Path):
+    return nbformat.read(path, as_version=4).cells
+
+
+def test_notebooks_are_numbered_in_order():
+    numbers = [int(nb.stem[:2]) for nb in NOTEBOOKS]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameters_cell_is_first_typed_and_commented(path):
+    first = cells(path)[0]
+    assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
+    lines = [line for line in first.source.splitlines() if line.strip()]
+    bad = [line for line in lines if not PARAMETER_LINE.match(line)]
+    assert not bad, f"parameter lines must read 'name: type = value  # comment': {bad}"
+    names = {PARAMETER_LINE.match(line)["name"] for line in lines}
+    assert {"data_dir", "output_dir", "seed", "profile"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_header_prose_and_no_definitions(path):
+    notebook = cells(path)
+    assert notebook[1].cell_type == "markdown" and notebook[1].source.startswith("# ")
+    for cell in notebook:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not re.search(r"^\s*[!%]", cell.source, re.M), "no shell escapes or magics (!pip, %pip)"
+    kinds = [cell.cell_type for cell in notebook[1:]]
+    assert "code,code" not in ",".join(kinds), "every code cell opens with prose"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_without_outputs(path):
+    for cell in cells(path):
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.notebooks
+def test_smoke_profile_runs_every_notebook(tmp_path):
+    run_dir = run.run_notebooks("smoke", overrides={"data_dir": str(tmp_path / "data")}, outputs_root=tmp_path / "outputs", progress=False)
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert [nb["name"] for nb in summary["notebooks"]] == IDS
+    assert all(nb["status"] == "ok" for nb in summary["notebooks"])
+    for stem in IDS:
+        metrics = json.loads((run_dir / "metrics" / f"{stem}.json").read_text())
+        assert metrics, stem
+        executed = nbformat.read(run_dir / "notebooks" / f"{stem}.ipynb", as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, stem
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    assert len(figures) >= len(IDS) and all(f.stat().st_size > 5000 for f in figures)
+    rle_metrics = json.loads((run_dir / "metrics" / "02_rle_masks.json").read_text())
+    assert rle_metrics["rows_round_trip_exact"] == rle_metrics["rows_checked"] > 0
+    assert rle_metrics["submission_round_trip_exact"] is True
