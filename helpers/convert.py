@@ -1,0 +1,691 @@
+"""Convert public defect datasets into the Severstal layout (see :mod:`helpers.severstal`).
+
+Every converter writes into ``out_dir``
+
+- ``train_images/``: the images (source bytes copied unchanged; crops/tiles as PNG);
+- ``train.csv``: ``ImageId,ClassId,EncodedPixels``, one row per defect (defect-free
+  images are in ``train_images/`` but not in the CSV);
+- ``classes.csv``: ``ClassId,Name`` with ids ``1..C``;
+- ``splits.csv``: ``ImageId,split,group`` (images of one group never span two splits);
+
+and returns the wide table that ``severstal.read_dataset(out_dir)`` reads back (index
+``ImageId``, int columns ``1..C`` of RLE strings, ``Height``, ``Width``). Images are built
+in ``out_dir/train_images.partial/`` and moved into place only when the whole conversion
+succeeded, so a failed run leaves no half-filled dataset. Conversion notes are in the
+table's ``attrs``: ``"skipped"`` (``{source file: reason}``, also warned about),
+``"empty_masks"`` (ImageIds whose defect-folder mask is empty, warned about) and
+``"padded"`` (sources smaller than the tile).
+
+Generic converters: :func:`convert_index_masks`, :func:`convert_folder_masks`,
+:func:`convert_tiled_radiographs`; dataset wrappers: :func:`convert_neu_seg`,
+:func:`convert_magnetic_tile`, :func:`convert_gdxray_welds`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from . import files, rle, severstal
+
+__all__ = [
+    "GDXRAY_WELD_CLASSES",
+    "MAGNETIC_TILE_CLASS_FOLDERS",
+    "MAGNETIC_TILE_FREE_FOLDERS",
+    "NEU_SEG_CLASSES",
+    "convert_folder_masks",
+    "convert_gdxray_welds",
+    "convert_index_masks",
+    "convert_magnetic_tile",
+    "convert_neu_seg",
+    "convert_tiled_radiographs",
+    "read_label_image",
+    "split_groups",
+    "tile_origins",
+]
+
+NEU_SEG_CLASSES: dict[int, str] = {1: "inclusion", 2: "patches", 3: "scratches"}
+MAGNETIC_TILE_CLASS_FOLDERS: dict[str, str] = {
+    "MT_Blowhole": "Blowhole",
+    "MT_Break": "Break",
+    "MT_Crack": "Crack",
+    "MT_Fray": "Fray",
+    "MT_Uneven": "Uneven",
+}
+MAGNETIC_TILE_FREE_FOLDERS: tuple[str, ...] = ("MT_Free",)
+GDXRAY_WELD_CLASSES: dict[int, str] = {1: "defect"}
+
+PathLike = str | os.PathLike
+_TRAIN_IMAGES = "train_images"
+
+
+# ----------------------------------------------------------------------------- small pure helpers
+
+
+def tile_origins(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` along an axis of ``length`` pixels.
+
+    Tiles start every ``stride`` pixels; the last tile is aligned to the far edge so the
+    whole axis is covered without padding. An axis shorter than ``tile`` gives ``[0]``
+    (the caller pads). Needs ``1 <= stride <= tile`` (a larger stride would leave gaps).
+
+    >>> tile_origins(50, 16, 16)
+    [0, 16, 32, 34]
+    >>> tile_origins(50, 16, 12)
+    [0, 12, 24, 34]
+    """
+    length, tile, stride = _positive_int("length", length), _positive_int("tile", tile), _positive_int("stride", stride)
+    if stride > tile:
+        raise ValueError(f"stride must be in 1..tile={tile} so that tiles cover the image, got {stride}")
+    if length <= tile:
+        return [0]
+    origins = list(range(0, length - tile + 1, stride))
+    if origins[-1] + tile < length:
+        origins.append(length - tile)
+    return origins
+
+
+def split_groups(
+    groups: Sequence[str],
+    val_fraction: float,
+    seed: int | Sequence[int] = 0,
+    val_split: str = "val",
+    train_split: str = "train",
+) -> dict[str, str]:
+    """Seeded split of distinct ``groups`` into ``{group: split}``.
+
+    ``round(val_fraction * n_groups)`` groups go to ``val_split``, but at least one and at
+    most ``n_groups - 1`` when ``val_fraction > 0`` and there are two or more groups (a
+    single group stays in ``train_split``). The choice depends only on the sorted group
+    names and ``seed``.
+    """
+    val_fraction = _fraction(val_fraction)
+    unique = sorted(set(groups))
+    n_val = int(np.floor(val_fraction * len(unique) + 0.5))
+    if val_fraction > 0 and len(unique) > 1:
+        n_val = min(max(n_val, 1), len(unique) - 1)
+    elif len(unique) <= 1:
+        n_val = 0
+    order = np.random.default_rng(seed).permutation(len(unique))
+    val = {unique[i] for i in order[:n_val]}
+    return {g: (val_split if g in val else train_split) for g in unique}
+
+
+def read_label_image(path: PathLike) -> tuple[np.ndarray, str]:
+    """Raw label values of a mask file as ``(array (H, W), PIL mode)``.
+
+    Unlike :func:`files.read_grey`, palette (``P``) masks give their palette *indices*
+    and 1-bit masks give 0/1, so index masks keep their class ids. Grey masks stored as
+    identical RGB channels give one channel; colour masks raise ``ValueError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read mask {path}: {err}") from None
+    if mode == "1":
+        array = array.astype(np.uint8)
+    elif array.ndim == 3:
+        if mode in ("LA", "PA"):
+            array = array[..., 0]
+        elif (array[..., :3] == array[..., :1]).all():
+            array = array[..., 0]
+        else:
+            raise ValueError(f"mask {path} is a colour ({mode}) image; expected one channel of labels")
+    return np.ascontiguousarray(array), mode
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _fraction(val_fraction: float) -> float:
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return value
+
+
+def _threshold(threshold: int) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 0 <= threshold <= 254:
+        raise ValueError(f"threshold must be an integer in 0..254 (defect = value > threshold), got {threshold!r}")
+    return int(threshold)
+
+
+def _class_names(class_names: Mapping[int, str]) -> dict[int, str]:
+    names = {int(k): str(v) for k, v in dict(class_names).items()}
+    expected = list(range(1, len(names) + 1))
+    if not names or sorted(names) != expected:
+        raise ValueError(f"class ids must be 1..C (0 is background), e.g. {{1: 'scratch'}}; got {sorted(names)}")
+    if any(not n.strip() for n in names.values()) or len(set(names.values())) != len(names):
+        raise ValueError(f"class names must be distinct and non-empty, got {list(names.values())}")
+    return {k: names[k] for k in expected}
+
+
+def _suffix(name: str, value: str) -> str:
+    if not value.startswith(".") or value.lower() not in files.IMAGE_SUFFIXES:
+        raise ValueError(f"{name} must be one of {list(files.IMAGE_SUFFIXES)}, got {value!r}")
+    return value
+
+
+def _check_size(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path, image_shape: tuple[int, ...]) -> None:
+    if tuple(mask_shape) != tuple(image_shape):
+        raise ValueError(
+            f"mask {mask_path} is {mask_shape[0]}x{mask_shape[1]} but image {image_path} is "
+            f"{image_shape[0]}x{image_shape[1]} (HxW)"
+        )
+
+
+def _binary(path: Path, threshold: int) -> np.ndarray:
+    values, mode = read_label_image(path)
+    return values.astype(bool) if mode == "1" else values > threshold
+
+
+# ----------------------------------------------------------------------------- output handling
+
+
+@dataclass
+class _Output:
+    """Collects one conversion and writes it; images go to a staging folder first."""
+
+    out_dir: Path
+    class_names: dict[int, str]
+    overwrite: bool
+    rows: list[tuple[str, dict[int, str], int, int, str, str]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    empty_masks: list[str] = field(default_factory=list)
+    padded: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        final = self.out_dir / _TRAIN_IMAGES
+        if final.exists() and any(final.iterdir()) and not self.overwrite:
+            raise FileExistsError(f"{final} already holds files; pass overwrite=True to replace the dataset")
+        self.staging = self.out_dir / f"{_TRAIN_IMAGES}.partial"
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        self._ids: dict[str, str] = {}
+
+    def claim(self, image_id: str, source: Path | str) -> Path:
+        """Destination path of ``image_id``; raise if two sources map to the same ImageId."""
+        if image_id in self._ids:
+            raise ValueError(f"ImageId {image_id!r} would come from both {self._ids[image_id]} and {source}")
+        self._ids[image_id] = str(source)
+        return self.staging / image_id
+
+    def add(self, image_id: str, masks: dict[int, np.ndarray], shape: tuple[int, int], split: str, group: str) -> None:
+        rles = {c: rle.encode(m) for c, m in masks.items()}
+        rles = {c: r for c, r in rles.items() if r}
+        self.rows.append((image_id, rles, int(shape[0]), int(shape[1]), split, group))
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def finish(self) -> pd.DataFrame:
+        classes = list(self.class_names)
+        ids = [r[0] for r in self.rows]
+        index = pd.Index(ids, name="ImageId")
+        wide = pd.DataFrame({c: [r[1].get(c, "") for r in self.rows] for c in classes}, index=index)
+        wide["Height"] = np.array([r[2] for r in self.rows], dtype=np.int64)
+        wide["Width"] = np.array([r[3] for r in self.rows], dtype=np.int64)
+        wide = wide.sort_index()
+        splits = pd.DataFrame({"split": [r[4] for r in self.rows], "group": [r[5] for r in self.rows]}, index=index)
+        final = self.out_dir / _TRAIN_IMAGES
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(self.staging, final)
+        severstal.write_train_csv(wide, self.out_dir / "train.csv")
+        severstal.write_classes(self.out_dir, self.class_names)
+        severstal.write_splits(self.out_dir, splits)
+        wide.attrs["skipped"] = dict(self.skipped)
+        wide.attrs["empty_masks"] = sorted(self.empty_masks)
+        wide.attrs["padded"] = sorted(self.padded)
+        if self.skipped:
+            listed = "; ".join(f"{k}: {v}" for k, v in list(self.skipped.items())[:5])
+            _warn(f"skipped {len(self.skipped)} source file(s) (see table.attrs['skipped']): {listed}")
+        if self.empty_masks:
+            _warn(
+                f"{len(self.empty_masks)} image(s) in defect folders have an empty mask and are stored as "
+                f"defect-free (see table.attrs['empty_masks']): {sorted(self.empty_masks)[:5]}"
+            )
+        return wide
+
+
+def _warn(message: str) -> None:
+    """``UserWarning`` attributed to the first caller outside this module."""
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def _run(output: _Output, body: Callable[[], None]) -> pd.DataFrame:
+    try:
+        body()
+    except BaseException:
+        output.abort()
+        raise
+    return output.finish()
+
+
+# ----------------------------------------------------------------------------- 1. index masks
+
+
+def convert_index_masks(
+    images_dir: PathLike,
+    masks_dir: PathLike,
+    out_dir: PathLike,
+    class_names: Mapping[int, str],
+    splits: Mapping[str, Sequence[str]] | None = None,
+    groups: Mapping[str, str] | None = None,
+    mask_suffix: str = ".png",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Convert images + same-stem index masks (pixel value = class id, 0 = background).
+
+    Each image ``images_dir/<stem>.<ext>`` needs ``masks_dir/<stem><mask_suffix>`` of the
+    same ``(H, W)`` whose values are in ``{0} | class_names``; image bytes are copied
+    unchanged and ImageId is the image file name. ``splits`` maps a split name to image
+    ids (stems or file names) and must cover every image exactly once; without it a
+    seeded ``val_fraction`` split of the groups is made. ``groups`` maps image stem ->
+    group id (images not listed: their own stem); default group = image stem.
+    """
+    names = _class_names(class_names)
+    mask_suffix = _suffix("mask_suffix", mask_suffix)
+    _fraction(val_fraction)
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    images = files.list_images(images_dir)
+    if not images:
+        raise ValueError(f"no images ({', '.join(files.IMAGE_SUFFIXES)}) in {images_dir}")
+    if not masks_dir.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {masks_dir}")
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(f"two images in {images_dir} share the stem {dup!r}; masks are matched by stem")
+    image_stems = set(stems)
+    orphans = sorted(p.name for p in masks_dir.glob(f"*{mask_suffix}") if p.stem not in image_stems)
+    if orphans:
+        raise ValueError(f"{len(orphans)} mask(s) in {masks_dir} have no image in {images_dir}, e.g. {orphans[:3]}")
+    group_of = {stem: str((groups or {}).get(stem, stem)) for stem in stems}
+    unknown_groups = sorted(set(groups or {}) - image_stems)
+    if unknown_groups:
+        raise ValueError(f"groups names {len(unknown_groups)} stem(s) that are not images, e.g. {unknown_groups[:3]}")
+    split_of = _image_splits(images, splits, val_fraction, seed, group_of)
+    allowed = np.arange(len(names) + 1)
+    output = _Output(Path(out_dir), names, overwrite)
+
+    def body() -> None:
+        for image in tqdm(images, desc="index masks", unit="image", disable=not progress):
+            mask_path = masks_dir / f"{image.stem}{mask_suffix}"
+            if not mask_path.is_file():
+                raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
+            labels, _ = read_label_image(mask_path)
+            shape = files.image_size(image)
+            _check_size(mask_path, labels.shape, image, shape)
+            present = np.unique(labels)
+            unknown = np.setdiff1d(present, allowed)
+            if unknown.size:
+                raise ValueError(
+                    f"mask {mask_path} holds values {unknown.tolist()[:8]} outside the allowed classes "
+                    f"{allowed.tolist()} (0 = background, {names})"
+                )
+            masks = {int(c): labels == c for c in present if c != 0}
+            shutil.copyfile(image, output.claim(image.name, image))
+            output.add(image.name, masks, shape, split_of[image.stem], group_of[image.stem])
+
+    return _run(output, body)
+
+
+def _image_splits(
+    images: list[Path],
+    splits: Mapping[str, Sequence[str]] | None,
+    val_fraction: float,
+    seed: int,
+    group_of: Mapping[str, str],
+) -> dict[str, str]:
+    stems = [p.stem for p in images]
+    if splits is None:
+        group_split = split_groups(list(group_of.values()), val_fraction, seed)
+        return {stem: group_split[group_of[stem]] for stem in stems}
+    if not isinstance(splits, Mapping) or not splits:
+        raise ValueError(f"splits must map split name -> image ids, e.g. {{'train': [...], 'val': [...]}}; got {splits}")
+    by_name = {p.name: p.stem for p in images}
+    known = set(stems)
+    split_of: dict[str, str] = {}
+    for split, ids in splits.items():
+        if isinstance(ids, str):
+            raise ValueError(f"splits[{split!r}] must be a list of image ids, got a string")
+        for image_id in ids:
+            stem = by_name.get(str(image_id), str(image_id))
+            if stem not in known:
+                raise ValueError(f"splits[{split!r}] lists {image_id!r}, which is not an image of the dataset")
+            if stem in split_of and split_of[stem] != split:
+                raise ValueError(f"image {image_id!r} is listed in two splits: {split_of[stem]!r} and {split!r}")
+            split_of[stem] = str(split)
+    missing = sorted(known - set(split_of))
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) are in no split ({list(splits)}), e.g. {missing[:3]}")
+    return split_of
+
+
+def _read_id_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def convert_neu_seg(
+    src_dir: PathLike,
+    out_dir: PathLike,
+    groups: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """NEU-Seg (``images/*.jpg``, ``masks/*.png`` with 0 bg, 1 inclusion, 2 patches, 3 scratches).
+
+    Splits come from ``splits/<split>.txt`` (one image id per line; usually ``train`` and
+    ``val``). Group = image id: NEU-Seg ships no grouping, so rotated/flipped copies of
+    one image may sit in different splits; pass ``groups`` (image id -> group id) to
+    record a better grouping (the official splits are kept; audit them with
+    :func:`helpers.audit.check_group_splits`). JPEG bytes are copied unchanged.
+    """
+    src_dir = Path(src_dir)
+    split_files = sorted((src_dir / "splits").glob("*.txt"))
+    if not split_files:
+        raise FileNotFoundError(f"no split lists (*.txt) in {src_dir / 'splits'}")
+    splits = {p.stem: _read_id_list(p) for p in split_files}
+    return convert_index_masks(
+        src_dir / "images", src_dir / "masks", out_dir, NEU_SEG_CLASSES, splits=splits, groups=groups,
+        overwrite=overwrite, progress=progress,
+    )
+
+
+# ----------------------------------------------------------------------------- 2. binary masks, class from folder
+
+
+def convert_folder_masks(
+    root: PathLike,
+    out_dir: PathLike,
+    class_folders: Mapping[str, str],
+    free_folders: Sequence[str] = (),
+    image_suffix: str = ".jpg",
+    mask_suffix: str = ".png",
+    threshold: int = 127,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Convert ``root/<folder>/<name><image_suffix>`` + ``<name><mask_suffix>`` binary masks.
+
+    ``class_folders`` maps folder -> class name (class id = position + 1); images in
+    ``free_folders`` are defect-free (a mask there is optional but must be empty). Defect
+    = mask value ``> threshold`` (1-bit masks: value 1). Folders not listed are ignored.
+    Split: seeded, stratified by folder (``round(val_fraction * n)`` per folder go to
+    ``val``). Group = image name stem, which must be unique over all folders.
+    A defect-folder image whose mask is empty is kept as defect-free and listed in
+    ``attrs['empty_masks']`` (with a warning).
+    """
+    root = Path(root)
+    folders = dict(class_folders)
+    if not folders:
+        raise ValueError("class_folders must map at least one folder to a class name, e.g. {'MT_Crack': 'Crack'}")
+    if isinstance(free_folders, str):
+        free_folders = (free_folders,)
+    both = set(folders) & set(free_folders)
+    if both:
+        raise ValueError(f"folders {sorted(both)} are listed both as class and as free folders")
+    names = _class_names({i: n for i, n in enumerate(folders.values(), start=1)})
+    class_of = {folder: i for i, folder in enumerate(folders, start=1)}
+    image_suffix, mask_suffix = _suffix("image_suffix", image_suffix), _suffix("mask_suffix", mask_suffix)
+    if image_suffix.lower() == mask_suffix.lower():
+        raise ValueError(f"image_suffix and mask_suffix must differ, both are {image_suffix!r}")
+    threshold = _threshold(threshold)
+    _fraction(val_fraction)
+
+    items: list[tuple[str, Path]] = []  # (folder, image path)
+    seen: dict[str, Path] = {}
+    for folder in [*folders, *free_folders]:
+        path = root / folder
+        if not path.is_dir():
+            raise FileNotFoundError(f"folder not found: {path} (allowed folders here: {_subfolders(root)})")
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == image_suffix.lower())
+        image_stems = {p.stem for p in images}
+        masks = (p for p in path.iterdir() if p.suffix.lower() == mask_suffix.lower())
+        orphans = sorted(p.name for p in masks if p.stem not in image_stems)
+        if orphans:
+            raise ValueError(f"{len(orphans)} mask(s) in {path} have no image, e.g. {orphans[:3]}")
+        for image in images:
+            if image.stem in seen:
+                raise ValueError(f"image name {image.stem!r} appears twice: {seen[image.stem]} and {image}")
+            seen[image.stem] = image
+            items.append((folder, image))
+    if not items:
+        raise ValueError(f"no *{image_suffix} images in {root} folders {[*folders, *free_folders]}")
+
+    split_of: dict[str, str] = {}
+    for k, folder in enumerate([*folders, *free_folders]):
+        stems = [image.stem for f, image in items if f == folder]
+        split_of.update(split_groups(stems, val_fraction, seed=[seed, k]) if stems else {})
+    output = _Output(Path(out_dir), names, overwrite)
+
+    def body() -> None:
+        for folder, image in tqdm(items, desc="folder masks", unit="image", disable=not progress):
+            mask_path = image.with_suffix(mask_suffix)
+            shape = files.image_size(image)
+            free = folder not in class_of
+            if not mask_path.is_file():
+                if not free:
+                    raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
+                mask = np.zeros(shape, dtype=bool)
+            else:
+                mask = _binary(mask_path, threshold)
+                _check_size(mask_path, mask.shape, image, shape)
+            if free and mask.any():
+                n_defect = int(mask.sum())
+                raise ValueError(f"mask {mask_path} of defect-free folder {folder!r} has {n_defect} defect pixels")
+            if not free and not mask.any():
+                output.empty_masks.append(image.name)
+            masks = {} if free else {class_of[folder]: mask}
+            shutil.copyfile(image, output.claim(image.name, image))
+            output.add(image.name, masks, shape, split_of[image.stem], image.stem)
+
+    return _run(output, body)
+
+
+def _subfolders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def convert_magnetic_tile(
+    src_dir: PathLike,
+    out_dir: PathLike,
+    threshold: int = 127,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Magnetic-tile (``MT_<Class>/<name>.jpg`` + ``<name>.png``; ``MT_Free`` = defect-free).
+
+    Classes 1 Blowhole, 2 Break, 3 Crack, 4 Fray, 5 Uneven; soft mask edges, defect =
+    value > ``threshold``. No official split: seeded split stratified by class folder;
+    group = image name stem.
+    """
+    return convert_folder_masks(
+        src_dir, out_dir, MAGNETIC_TILE_CLASS_FOLDERS, MAGNETIC_TILE_FREE_FOLDERS,
+        threshold=threshold, val_fraction=val_fraction, seed=seed, overwrite=overwrite, progress=progress,
+    )
+
+
+# ----------------------------------------------------------------------------- 3. tiled radiographs
+
+
+def convert_tiled_radiographs(
+    pairs: Sequence[tuple[PathLike, PathLike | None]],
+    out_dir: PathLike,
+    tile: int = 256,
+    stride: int | None = None,
+    val_groups: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    threshold: int = 0,
+    class_name: str = "defect",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Tile large grey radiographs with binary masks into ``tile x tile`` PNG patches.
+
+    ``pairs`` = ``[(image_path, mask_path), ...]``; a pair whose mask is ``None`` is
+    skipped and reported (``attrs['skipped']`` = ``{file name: reason}`` + a warning).
+    Defect = mask value ``> threshold`` (1-bit masks: value 1); one class ``class_name``.
+    Tiles start every ``stride`` pixels (``1 <= stride <= tile``; ``None`` = ``tile``, no
+    overlap) and the last row/column is aligned to the image edge, so every pixel is covered and nothing is padded --
+    except an image smaller than ``tile`` along an axis, which is zero-padded at the
+    bottom/right (mask padded with background) and listed in ``attrs['padded']``. All
+    tiles are ``(tile, tile)``. ImageId = ``<stem>_y<top:04d>_x<left:04d>.png``;
+    group = source stem. Split by whole radiograph: ``val_groups`` lists the val stems,
+    else a seeded ``val_fraction`` of the radiographs goes to ``val``.
+    """
+    return _tile_radiographs(
+        pairs, out_dir, tile, stride, val_groups, val_fraction, seed,
+        threshold=threshold, class_name=class_name, overwrite=overwrite, progress=progress, skip_reasons={},
+    )
+
+
+def _tile_radiographs(
+    pairs: Sequence[tuple[PathLike, PathLike | None]],
+    out_dir: PathLike,
+    tile: int,
+    stride: int | None,
+    val_groups: Sequence[str] | None,
+    val_fraction: float,
+    seed: int,
+    threshold: int,
+    class_name: str,
+    overwrite: bool,
+    progress: bool,
+    skip_reasons: Mapping[str, str],
+) -> pd.DataFrame:
+    tile = _positive_int("tile", tile)
+    stride = tile if stride is None else _positive_int("stride", stride)
+    tile_origins(tile, tile, stride)  # validates stride <= tile
+    threshold = _threshold(threshold)
+    _fraction(val_fraction)
+    class_names = _class_names({1: class_name})
+    sources: list[tuple[Path, Path]] = []
+    skipped: dict[str, str] = {}
+    stems: dict[str, Path] = {}
+    for image, mask in pairs:
+        image = Path(image)
+        if image.stem in stems:
+            raise ValueError(f"two radiographs share the stem {image.stem!r}: {stems[image.stem]} and {image}")
+        stems[image.stem] = image
+        if mask is None:
+            skipped[image.name] = skip_reasons.get(image.name, "no mask")
+            continue
+        if not image.is_file():
+            raise FileNotFoundError(f"radiograph not found: {image}")
+        if not Path(mask).is_file():
+            raise FileNotFoundError(f"mask not found for radiograph {image}: expected {mask}")
+        sources.append((image, Path(mask)))
+    if not sources:
+        raise ValueError(f"no radiograph with a mask among {len(stems)} pair(s)")
+    groups = [image.stem for image, _ in sources]
+    if val_groups is None:
+        split_of = split_groups(groups, val_fraction, seed)
+    else:
+        val = {str(g) for g in ([val_groups] if isinstance(val_groups, str) else val_groups)}
+        unknown = sorted(val - set(groups))
+        if unknown:
+            raise ValueError(f"val_groups {unknown} are not converted radiographs; allowed: {sorted(groups)}")
+        split_of = {g: ("val" if g in val else "train") for g in groups}
+    output = _Output(Path(out_dir), class_names, overwrite)
+    output.skipped.update(skipped)
+
+    def body() -> None:
+        for image_path, mask_path in tqdm(sources, desc="tile radiographs", unit="radiograph", disable=not progress):
+            image = files.read_grey(image_path)
+            mask = _binary(mask_path, threshold)
+            _check_size(mask_path, mask.shape, image_path, image.shape)
+            height, width = image.shape
+            if height < tile or width < tile:
+                output.padded.append(image_path.name)
+                pad = ((0, max(0, tile - height)), (0, max(0, tile - width)))
+                image, mask = np.pad(image, pad), np.pad(mask, pad)
+            stem = image_path.stem
+            for y in tile_origins(height, tile, stride):
+                for x in tile_origins(width, tile, stride):
+                    image_id = f"{stem}_y{y:04d}_x{x:04d}.png"
+                    crop = np.ascontiguousarray(image[y : y + tile, x : x + tile])
+                    files.write_image(output.claim(image_id, image_path), crop)
+                    output.add(image_id, {1: mask[y : y + tile, x : x + tile]}, (tile, tile), split_of[stem], stem)
+
+    return _run(output, body)
+
+
+def convert_gdxray_welds(
+    src_dir: PathLike,
+    out_dir: PathLike,
+    tile: int = 256,
+    stride: int | None = None,
+    val_groups: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """GDXray Welds: radiographs ``W0001/W0001_<k>.png`` with 1-bit masks ``W0002/W0002_<k>.png``.
+
+    A radiograph without a mask (``W0001_0000.png``, a byte copy of ``W0001_0001.png``) is
+    skipped and listed in ``attrs['skipped']`` with the reason (and a warning). Tiling,
+    split and groups as in :func:`convert_tiled_radiographs` (group = radiograph stem,
+    e.g. ``W0001_0003``; ``val_groups`` takes such stems).
+    """
+    src_dir = Path(src_dir)
+    image_dir, mask_dir = src_dir / "W0001", src_dir / "W0002"
+    pattern = re.compile(r"W0001_(\d+)$")
+    images = [p for p in files.list_images(image_dir) if pattern.match(p.stem)]
+    if not images:
+        raise ValueError(f"no W0001_<k>.png radiographs in {image_dir}")
+    hashes = {p: files.content_hash(p) for p in images}
+    pairs: list[tuple[Path, Path | None]] = []
+    reasons: dict[str, str] = {}
+    for image in images:
+        mask = mask_dir / f"W0002_{pattern.match(image.stem).group(1)}{image.suffix}"
+        if mask.is_file():
+            pairs.append((image, mask))
+            continue
+        copies = [p.name for p in images if p != image and hashes[p] == hashes[image]]
+        reasons[image.name] = f"no mask {mask.name}" + (f" (byte copy of {', '.join(copies)})" if copies else "")
+        pairs.append((image, None))
+    return _tile_radiographs(
+        pairs, out_dir, tile, stride, val_groups, val_fraction, seed,
+        threshold=0, class_name=GDXRAY_WELD_CLASSES[1], overwrite=overwrite, progress=progress, skip_reasons=reasons,
+    )
