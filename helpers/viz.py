@@ -20,7 +20,7 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return CLASS_COLORS[(class_id - 1) % len(CLASS_COLORS)]
 
 
-def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, outline: int = 2) -> np.ndarray:
+def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, outline: int = 1) -> np.ndarray:
     """Colour the ``(H, W, C)`` masks over an ``(H, W)`` grey image; return ``(H, W, 3)`` uint8.
 
     Each class gets a translucent fill and an opaque outline of ``outline`` pixels.
@@ -50,18 +50,24 @@ def legend_handles(class_names: dict[int, str]) -> list[Patch]:
     return [Patch(color=np.array(class_color(c)) / 255, label=f"{c}: {n}") for c, n in class_names.items()]
 
 
-def plot_overlays(images: list[np.ndarray], masks: list[np.ndarray], titles: list[str], class_names: dict[int, str], columns: int = 1, panel_width: float = 12.0):
-    """Grid of overlays (one ``(H, W)`` image + ``(H, W, C)`` masks per panel) with a class legend."""
+def plot_overlays(images: list[np.ndarray], masks: list[np.ndarray], titles: list[str], class_names: dict[int, str], columns: int | None = None, width: float = 12.0):
+    """Grid of overlays (one ``(H, W)`` image + ``(H, W, C)`` masks per panel) with a class legend.
+
+    ``columns`` defaults to 1 for wide strips (W > 2H) and up to 4 otherwise; ``width`` is the figure width in inches.
+    """
     if not (len(images) == len(masks) == len(titles)) or not images:
         raise ValueError("images, masks and titles must be non-empty lists of the same length")
-    rows = -(-len(images) // columns)
     aspect = images[0].shape[0] / images[0].shape[1]
-    fig, axes = plt.subplots(rows, columns, figsize=(panel_width * columns, panel_width * aspect * rows * 1.25 + 0.6), squeeze=False)
+    if columns is None:
+        columns = 1 if aspect < 0.5 else min(4, len(images))
+    rows = -(-len(images) // columns)
+    panel = width / columns
+    fig, axes = plt.subplots(rows, columns, figsize=(width, panel * aspect * rows * 1.2 + 0.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, mask, title in zip(axes.ravel(), images, masks, titles):
         ax.imshow(overlay(image, mask))
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_title(title, fontsize=9, loc="left")
     fig.legend(handles=legend_handles(class_names), loc="lower center", ncol=len(class_names), frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
