@@ -14,6 +14,8 @@ __all__ = [
     "convert",
     "eda",
     "files",
+    "losses",
+    "metrics",
     "outputs",
     "rle",
     "run",

@@ -166,6 +166,18 @@ def _parse_value(text: str, yaml):
     return yaml.safe_load(text) if text else ""
 
 
+def _ipc_kernel_manager():
+    """Kernel manager on local IPC sockets (no TCP ports, no 'without encryption' warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
 def _report_failure(err: Exception, executed: Path) -> str:
     lines = [f"FAILED: {executed.stem}"]
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
@@ -212,6 +224,7 @@ def run_notebooks(
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=params, cwd=str(notebooks_dir),
                 kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
+                kernel_manager_class=_ipc_kernel_manager(),
             )
         except Exception as err:  # papermill wraps cell errors; report and stop
             summary["notebooks"].append({"name": notebook.stem, "status": "failed", "seconds": round(time.perf_counter() - started, 1)})

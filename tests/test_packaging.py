@@ -49,7 +49,8 @@ def test_keras_flavour_is_set_in_exactly_one_place():
 
 
 def test_importing_helpers_loads_no_keras():
-    code = ("import sys, helpers, helpers.rle, helpers.severstal, helpers.synth, helpers.convert, helpers.audit, helpers.run; "
+    code = ("import sys, helpers, helpers.rle, helpers.severstal, helpers.synth, helpers.convert, helpers.audit, helpers.run, "
+            "helpers.losses, helpers.metrics, helpers.eda, helpers.viz, helpers.benchmark, helpers.outputs; "
             "print(any(m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,294 @@
+"""Metrics: hand-counted values of the numpy references, accumulation, Keras metrics in and out of a model."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grid(rows: list[str]) -> np.ndarray:
+    """``(H, W)`` mask from strings of '0'/'1' (one string per image row)."""
+    return np.array([[int(c) for c in row] for row in rows], dtype=np.uint8)
+
+
+def masks(*images: list[list[str]]) -> np.ndarray:
+    """``(N, H, W, C)`` uint8 masks; each image is a list of C grids (one per class)."""
+    return np.stack([np.stack([grid(rows) for rows in image], axis=-1) for image in images])
+
+
+E = ["000", "000"]  # empty 2x3 mask
+F = ["111", "111"]  # full 2x3 mask
+
+
+def test_importing_metrics_does_not_import_tensorflow():
+    code = ("import sys, helpers.metrics, helpers.losses; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'keras'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_masks_helper_layout():
+    array = masks([["100", "000"], E])
+    assert array.shape == (1, 2, 3, 2)
+    assert array[0, :, :, 0].tolist() == [[1, 0, 0], [0, 0, 0]]
+
+
+# (name, y_true, y_pred, expected per-pair Dice (N, C)) -- counted by hand
+DICE_CASES = [
+    ("all empty -> 1", masks([E]), masks([E]), [[1.0]]),
+    ("prediction empty, truth not -> 0", masks([["100", "000"]]), masks([E]), [[0.0]]),
+    ("truth empty, prediction not -> 0", masks([E]), masks([["010", "000"]]), [[0.0]]),
+    ("both full -> 1", masks([F]), masks([F]), [[1.0]]),
+    # |X| 2, |Y| 2, overlap 1 -> 2/4
+    ("half overlap", masks([["110", "000"]]), masks([["011", "000"]]), [[0.5]]),
+    # |X| 4, |Y| 4, overlap 3 -> 6/8
+    ("three of four", masks([["111", "100"]]), masks([["110", "110"]]), [[0.75]]),
+    # |X| 6, |Y| 1, overlap 1 -> 2/7
+    ("one pixel of full", masks([F]), masks([["000", "001"]]), [[2 / 7]]),
+    ("two images two classes",
+     masks([["110", "000"], E], [["100", "000"], ["111", "100"]]),
+     masks([["011", "000"], E], [E, ["110", "110"]]),
+     [[0.5, 1.0], [0.0, 0.75]]),
+]
+
+
+@pytest.mark.parametrize("name, y_true, y_pred, expected", DICE_CASES, ids=[c[0] for c in DICE_CASES])
+def test_dice_scores_match_hand_counts(name, y_true, y_pred, expected):
+    expected = np.array(expected)
+    np.testing.assert_allclose(metrics.dice_per_pair(y_true, y_pred), expected)
+    assert metrics.severstal_score(y_true, y_pred) == pytest.approx(expected.mean())
+    np.testing.assert_allclose(metrics.dice_per_class(y_true, y_pred), expected.mean(axis=0))
+    # bool inputs give the same
+    assert metrics.severstal_score(y_true.astype(bool), y_pred.astype(bool)) == pytest.approx(expected.mean())
+
+
+def test_two_image_case_by_hand():
+    *_, y_true, y_pred, _ = DICE_CASES[-1]
+    assert metrics.severstal_score(y_true, y_pred) == pytest.approx(2.25 / 4)
+    np.testing.assert_allclose(metrics.dice_per_class(y_true, y_pred), [0.25, 0.875])
+
+
+def test_threshold_binarises_probabilities_strictly_above():
+    y_true = masks([["110", "000"]])
+    y_prob = np.array([0.9, 0.5, 0.7, 0.0, 0.49, 0.1]).reshape(1, 2, 3, 1)  # > 0.5: pixels 0 and 2
+    assert metrics.severstal_score(y_true, y_prob, threshold=0.5) == pytest.approx(0.5)
+    assert metrics.severstal_score(y_true, y_prob, threshold=0.4) == pytest.approx(2 * 2 / (2 + 4))
+    assert metrics.severstal_score(y_true, y_prob, threshold=0.95) == 0.0
+
+
+# The two-image, two-class case of DICE_CASES, counted by hand:
+# class 1: image 1 TP 1 FP 1 FN 1, image 2 FN 1           -> TP 1 FP 1 FN 2, TN 12 - 4 = 8
+# class 2: image 2 truth 111/100, pred 110/110            -> TP 3 FP 1 FN 1, TN 12 - 5 = 7
+# background (no class): image 1 truth 001/111, pred 100/111 -> TP 3 FP 1 FN 1
+#                        image 2 truth 000/011, pred 001/001 -> TP 1 FP 1 FN 1 -> TP 4 FP 2 FN 2, TN 4
+TWO_CLASS_TRUE, TWO_CLASS_PRED = DICE_CASES[-1][1], DICE_CASES[-1][2]
+
+
+def test_confusion_counts_by_hand():
+    counts = metrics.confusion_counts(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+    assert counts.n_classes == 2
+    assert counts.tp.tolist() == [4, 1, 3]
+    assert counts.fp.tolist() == [2, 1, 1]
+    assert counts.fn.tolist() == [2, 2, 1]
+    assert counts.tn.tolist() == [4, 8, 7]
+
+
+def test_iou_precision_recall_by_hand():
+    np.testing.assert_allclose(metrics.iou_per_class(TWO_CLASS_TRUE, TWO_CLASS_PRED), [1 / 4, 3 / 5])
+    np.testing.assert_allclose(metrics.iou_per_class(TWO_CLASS_TRUE, TWO_CLASS_PRED, include_background=True),
+                               [4 / 8, 1 / 4, 3 / 5])
+    assert metrics.mean_iou(TWO_CLASS_TRUE, TWO_CLASS_PRED, include_background=False) == pytest.approx(0.425)
+    assert metrics.mean_iou(TWO_CLASS_TRUE, TWO_CLASS_PRED, include_background=True) == pytest.approx(0.45)
+    precision, recall = metrics.pixel_precision_recall(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+    np.testing.assert_allclose(precision, [1 / 2, 3 / 4])
+    np.testing.assert_allclose(recall, [1 / 3, 3 / 4])
+
+
+def test_binary_task_is_paper_eq6_mean_of_defect_and_background_iou():
+    # defect: truth 110/000, pred 011/000 -> TP 1 FP 1 FN 1 -> 1/3
+    # background: truth 001/111, pred 100/111 -> TP 3 FP 1 FN 1 -> 3/5
+    y_true, y_pred = masks([["110", "000"]]), masks([["011", "000"]])
+    assert metrics.mean_iou(y_true, y_pred, include_background=False) == pytest.approx(1 / 3)
+    assert metrics.mean_iou(y_true, y_pred, include_background=True) == pytest.approx((1 / 3 + 3 / 5) / 2)
+
+
+def test_single_label_masks_give_the_confusion_matrix_miou():
+    # label maps (0 = background): truth 012/210, pred 011/200
+    # bg: truth {00, 12}, pred {00, 11, 12} -> 2/3; class 1: truth {01, 11}, pred {01, 02} -> 1/3;
+    # class 2: truth {02, 10}, pred {10} -> 1/2
+    y_true = masks([["010", "010"], ["001", "100"]])
+    y_pred = masks([["011", "000"], ["000", "100"]])
+    np.testing.assert_allclose(metrics.iou_per_class(y_true, y_pred, include_background=True), [2 / 3, 1 / 3, 1 / 2])
+    assert metrics.mean_iou(y_true, y_pred, include_background=True) == pytest.approx(0.5)
+    assert metrics.mean_iou(y_true, y_pred, include_background=False) == pytest.approx(5 / 12)
+
+
+def test_classes_absent_everywhere_have_no_iou_and_are_left_out():
+    y_true = masks([["110", "000"], E])
+    y_pred = masks([["010", "000"], E])
+    iou = metrics.iou_per_class(y_true, y_pred)
+    assert iou[0] == pytest.approx(0.5) and math.isnan(iou[1])
+    assert metrics.mean_iou(y_true, y_pred, include_background=False) == pytest.approx(0.5)
+    empty = masks([E, E])
+    assert math.isnan(metrics.mean_iou(empty, empty, include_background=False))
+    assert metrics.mean_iou(empty, empty, include_background=True) == 1.0
+    precision, recall = metrics.pixel_precision_recall(empty, empty)
+    assert np.isnan(precision).all() and np.isnan(recall).all()
+
+
+def test_counts_accumulate_over_batches():
+    first, second = (slice(0, 1), slice(1, 2))
+    total = (metrics.ConfusionCounts.zeros(2)
+             + metrics.confusion_counts(TWO_CLASS_TRUE[first], TWO_CLASS_PRED[first])
+             + metrics.confusion_counts(TWO_CLASS_TRUE[second], TWO_CLASS_PRED[second]))
+    assert total == metrics.confusion_counts(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+    batches = [(TWO_CLASS_TRUE[first], TWO_CLASS_PRED[first]), (TWO_CLASS_TRUE[second], TWO_CLASS_PRED[second])]
+    assert metrics.evaluate_batches(batches) == metrics.evaluate(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+    with pytest.raises(ValueError, match="2 and 3 classes"):
+        total + metrics.ConfusionCounts.zeros(3)
+
+
+def test_summarise_flat_dict_with_class_names():
+    result = metrics.evaluate(TWO_CLASS_TRUE, TWO_CLASS_PRED, class_names={1: "pits", 2: "scratches"})
+    assert result == pytest.approx({
+        "severstal_score": 0.5625, "dice_pits": 0.25, "dice_scratches": 0.875,
+        "mean_iou": 0.425, "mean_iou_with_background": 0.45,
+        "iou_background": 0.5, "iou_pits": 0.25, "iou_scratches": 0.6,
+        "precision_pits": 0.5, "precision_scratches": 0.75, "recall_pits": 1 / 3, "recall_scratches": 0.75,
+    })
+    counts = metrics.confusion_counts(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+    assert "severstal_score" not in metrics.summarise(counts)
+    assert "iou_class_2" in metrics.summarise(counts)
+    with pytest.raises(ValueError, match="2 names"):
+        metrics.summarise(counts, class_names=["a"])
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        metrics.summarise(counts, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("fn", [metrics.severstal_score, metrics.dice_per_class, metrics.confusion_counts,
+                                metrics.iou_per_class, metrics.pixel_precision_recall])
+def test_shape_mismatch_names_both_shapes(fn):
+    with pytest.raises(ValueError, match=r"\(1, 2, 3, 1\).*\(1, 2, 3, 2\)"):
+        fn(np.zeros((1, 2, 3, 1)), np.zeros((1, 2, 3, 2)))
+
+
+@pytest.mark.parametrize("y_true, y_pred, kwargs, match", [
+    (np.zeros((1, 2, 3, 1)), np.full((1, 2, 3, 1), 0.7), {}, "y_pred must be binary.*threshold"),
+    (np.full((1, 2, 3, 1), 0.7), np.zeros((1, 2, 3, 1)), {}, "y_true must be binary"),
+    (np.zeros((1, 2, 3, 1)), np.full((1, 2, 3, 1), 1.7), {"threshold": 0.5}, r"probabilities in \[0, 1\]"),
+    (np.zeros((1, 2, 3, 1)), np.zeros((1, 2, 3, 1)), {"threshold": 2.0}, "threshold"),
+    (np.zeros((2, 3)), np.zeros((2, 3)), {}, "4-D"),
+    (np.zeros((0, 2, 3, 1)), np.zeros((0, 2, 3, 1)), {}, "empty"),
+])
+def test_bad_inputs_raise(y_true, y_pred, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.severstal_score(y_true, y_pred, **kwargs)
+
+
+# ----------------------------------------------------------------------------- Keras
+
+def fixed_set() -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (5, 6, 7, 3) truths and probabilities: blocks of defects, empty pairs, exact 0.5 values."""
+    rng = np.random.default_rng(2024)
+    y_true = np.zeros((5, 6, 7, 3), dtype=np.float32)
+    y_true[0, :3, :4, 0] = 1
+    y_true[1, 2:, 3:, 1] = 1
+    y_true[2, 1:4, 1:5, 0] = 1
+    y_true[2, 3:, :2, 2] = 1
+    y_true[4, :, 5:, 2] = 1  # image 3 is defect-free
+    y_prob = (y_true * 0.4 + rng.random(y_true.shape) * 0.6).astype(np.float32)  # noisy: errors both ways
+    y_prob[3] *= 0.5  # nothing predicted on the defect-free image
+    y_prob[1, ..., 2] *= 0.5  # and an empty (image, class) pair predicted empty
+    y_prob[0, 0, 0] = 0.5  # exactly at the threshold: not predicted
+    return y_true, y_prob
+
+
+def keras_result(metric, y_true, y_prob, splits=(2, 4)) -> float:
+    metric.reset_state()
+    for yt, yp in zip(np.split(y_true, splits), np.split(y_prob, splits)):
+        metric.update_state(yt, yp)
+    return float(metric.result())
+
+
+def test_keras_metrics_agree_with_numpy_over_batches():
+    y_true, y_prob = fixed_set()
+    expected = metrics.evaluate(y_true, y_prob, threshold=0.5)
+    assert 0 < expected["severstal_score"] < 1  # a non-trivial case
+    for metric in metrics.keras_metrics(3, threshold=0.5):
+        assert keras_result(metric, y_true, y_prob) == pytest.approx(expected[metric.name], abs=1e-6), metric.name
+        assert keras_result(metric, y_true, y_prob, splits=(1,)) == pytest.approx(expected[metric.name], abs=1e-6)
+    low = metrics.severstal_score_metric(threshold=0.3)
+    assert keras_result(low, y_true, y_prob) == pytest.approx(metrics.severstal_score(y_true, y_prob, 0.3), abs=1e-6)
+
+
+def test_keras_metrics_per_image_sample_weights_select_images():
+    y_true, y_prob = fixed_set()
+    keep = np.array([1, 0, 1, 1, 0], dtype=np.float32)
+    expected = metrics.evaluate(y_true[keep == 1], y_prob[keep == 1], threshold=0.5)
+    for metric in metrics.keras_metrics(3):
+        metric.update_state(y_true[:2], y_prob[:2], sample_weight=keep[:2])
+        metric.update_state(y_true[2:], y_prob[2:], sample_weight=keep[2:])
+        assert float(metric.result()) == pytest.approx(expected[metric.name], abs=1e-6), metric.name
+
+
+def test_keras_metrics_on_hand_counted_case():
+    expected = {"severstal_score": 0.5625, "dice_class_1": 0.25, "dice_class_2": 0.875,
+                "mean_iou": 0.425, "mean_iou_with_background": 0.45}
+    y_pred = TWO_CLASS_PRED.astype(np.float32)
+    for metric in metrics.keras_metrics(2):
+        assert keras_result(metric, TWO_CLASS_TRUE, y_pred, splits=(1,)) == pytest.approx(expected[metric.name])
+
+
+def test_keras_metric_edge_cases_and_arguments():
+    empty = np.zeros((2, 2, 3, 1), dtype=np.float32)
+    assert keras_result(metrics.severstal_score_metric(), empty, empty, splits=(1,)) == 1.0
+    assert math.isnan(keras_result(metrics.mean_iou_metric(1), empty, empty, splits=(1,)))
+    assert keras_result(metrics.mean_iou_metric(1, include_background=True), empty, empty, splits=(1,)) == 1.0
+    assert metrics.dice_metric(0).name == "dice_class_1"
+    assert [m.name for m in metrics.keras_metrics(2, class_names=["pits", "holes"])] == [
+        "severstal_score", "dice_pits", "dice_holes", "mean_iou", "mean_iou_with_background"]
+    assert metrics.SeverstalScore is metrics.custom_objects()["SeverstalScore"]
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.severstal_score_metric(threshold=1.5)
+    with pytest.raises(ValueError, match="n_classes"):
+        metrics.mean_iou_metric(0)
+    with pytest.raises(AttributeError):
+        metrics.NotAMetric  # noqa: B018
+
+
+def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
+    from helpers import losses
+    from helpers.backend import keras
+
+    x = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1)
+    y = np.zeros((2, 8, 8, 2), dtype=np.float32)
+    y[0, :4, :4, 0] = 1
+    y[1, 2:6, 3:7, 1] = 1
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)),
+                              keras.layers.Conv2D(2, 3, padding="same", activation="sigmoid")])
+    model.compile(optimizer="adam", loss=losses.get_loss("bce_dice"), metrics=metrics.keras_metrics(2))
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    names = ["severstal_score", "dice_class_1", "dice_class_2", "mean_iou", "mean_iou_with_background"]
+    assert set(names) <= set(history.history)
+
+    result = model.evaluate(x, y, batch_size=1, verbose=0, return_dict=True)
+    y_prob = model.predict(x, verbose=0)
+    expected = metrics.evaluate(y, y_prob, threshold=0.5)
+    for name in names:
+        assert result[name] == pytest.approx(expected[name], abs=1e-6, nan_ok=True), name
+    assert result["loss"] == pytest.approx(losses.bce_dice(y, y_prob), rel=1e-5)
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    objects = {**metrics.custom_objects(), "bce_dice_loss": losses.get_loss("bce_dice")}
+    loaded = keras.models.load_model(path, custom_objects=objects)
+    assert loaded.evaluate(x, y, batch_size=1, verbose=0, return_dict=True) == pytest.approx(result, nan_ok=True)
+    np.testing.assert_allclose(keras.models.load_model(path, compile=False).predict(x, verbose=0), y_prob)
