@@ -17,9 +17,11 @@ __all__ = [
     "losses",
     "metrics",
     "outputs",
+    "postprocess",
     "rle",
     "run",
     "severstal",
     "synth",
+    "train",
     "viz",
 ]
