@@ -166,16 +166,21 @@ def _parse_value(text: str, yaml):
     return yaml.safe_load(text) if text else ""
 
 
-def _ipc_kernel_manager():
-    """Kernel manager on local IPC sockets (no TCP ports, no 'without encryption' warning)."""
+def _kernel_manager(log_path: Path):
+    """Kernel manager on local IPC sockets (no TCP ports) whose kernel writes its stderr to ``log_path``."""
     from jupyter_client.manager import AsyncKernelManager
 
-    class IPCKernelManager(AsyncKernelManager):
+    class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             kwargs.setdefault("transport", "ipc")
             super().__init__(**kwargs)
 
-    return IPCKernelManager
+        async def start_kernel(self, **kwargs):
+            with open(log_path, "ab") as log:
+                kwargs.setdefault("stderr", log)
+                return await super().start_kernel(**kwargs)
+
+    return QuietKernelManager
 
 
 def _report_failure(err: Exception, executed: Path) -> str:
@@ -188,6 +193,9 @@ def _report_failure(err: Exception, executed: Path) -> str:
     tail = [ansi.sub("", line) for line in traceback[-3:]]
     lines += ["  " + part for line in tail for part in line.splitlines()[-6:]]
     lines.append(f"  executed notebook: {executed}")
+    kernel_log = executed.with_suffix(".kernel.log")
+    if kernel_log.is_file() and kernel_log.stat().st_size:
+        lines.append(f"  kernel log: {kernel_log}")
     return "\n".join(lines)
 
 
@@ -202,7 +210,8 @@ def run_notebooks(
 ) -> Path:
     """Execute notebooks in order with papermill; return ``outputs/<run>/``.
 
-    Writes ``notebooks/`` (executed copies), ``figures/``, ``metrics/`` and ``run.json``.
+    Writes ``notebooks/`` (executed copies and each kernel's stderr log), ``figures/``, ``metrics/``
+    and ``run.json``.
     Stops at the first failing notebook, printing its error; raises ``RuntimeError``.
     """
     import papermill
@@ -224,7 +233,7 @@ def run_notebooks(
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=params, cwd=str(notebooks_dir),
                 kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
-                kernel_manager_class=_ipc_kernel_manager(),
+                kernel_manager_class=_kernel_manager(executed.with_suffix(".kernel.log")),
             )
         except Exception as err:  # papermill wraps cell errors; report and stop
             summary["notebooks"].append({"name": notebook.stem, "status": "failed", "seconds": round(time.perf_counter() - started, 1)})
