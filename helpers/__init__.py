@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "audit",
+    "augment",
     "backend",
     "benchmark",
     "convert",
@@ -17,10 +18,12 @@ __all__ = [
     "losses",
     "metrics",
     "outputs",
+    "pipeline",
     "postprocess",
     "rle",
     "run",
     "severstal",
+    "splits",
     "synth",
     "train",
     "viz",

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "list_notebooks", "load_profile", "main", "notebook_parameters", "run_notebooks"]
+__all__ = ["PROJECT_ROOT", "execute_notebook", "list_notebooks", "load_profile", "main", "notebook_parameters", "run_notebooks"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -199,6 +199,20 @@ def _report_failure(err: Exception, executed: Path) -> str:
     return "\n".join(lines)
 
 
+def execute_notebook(notebook: Path, executed: Path, parameters: dict, progress: bool = True) -> Path:
+    """Execute one notebook with papermill (cwd = its folder) into ``executed``; kernel stderr beside it."""
+    import papermill
+
+    executed = Path(executed)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook), str(executed), parameters=parameters, cwd=str(Path(notebook).parent),
+        kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
+        kernel_manager_class=_kernel_manager(executed.with_suffix(".kernel.log")),
+    )
+    return executed
+
+
 def run_notebooks(
     profile_name: str = "smoke",
     only: list[str] | None = None,
@@ -230,11 +244,7 @@ def run_notebooks(
         print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
         started = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(notebook), str(executed), parameters=params, cwd=str(notebooks_dir),
-                kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
-                kernel_manager_class=_kernel_manager(executed.with_suffix(".kernel.log")),
-            )
+            execute_notebook(notebook, executed, params, progress=progress)
         except Exception as err:  # papermill wraps cell errors; report and stop
             summary["notebooks"].append({"name": notebook.stem, "status": "failed", "seconds": round(time.perf_counter() - started, 1)})
             (run_dir / "run.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,246 @@
+"""Tests of helpers.pipeline: dataset checks and tf.data batches on tiny synthetic datasets."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import augment, files, pipeline, severstal, synth
+from helpers.backend import tf
+
+HEIGHT, WIDTH, N_IMAGES = 64, 256, 12
+CROP = (32, 128)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """12 synthetic steel strips of 64x256 and their wide table."""
+    out_dir = tmp_path_factory.mktemp("pipeline") / "steel"
+    wide = synth.make_steel_dataset(out_dir, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, seed=0, progress=False)
+    return out_dir, wide
+
+
+def _defective(wide: pd.DataFrame) -> list[str]:
+    return [i for i in wide.index if (wide.loc[i, severstal.class_columns(wide)] != "").any()]
+
+
+# How each image is broken, and the problem check_dataset must report for it.
+BREAKS = {
+    "truncated": "corrupt image",
+    "missing": "missing file",
+    "wrong_size": "unexpected size 32x128",
+    "channels": "unexpected channels: 4",
+    "not_an_image": "unreadable image",
+    "rle": "invalid RLE: ImageId {image_id} ClassId 1",
+}
+
+
+@pytest.fixture(scope="module")
+def broken(clean, tmp_path_factory) -> tuple[Path, pd.DataFrame, dict[str, str]]:
+    """A copy of ``clean`` with one image broken per kind of :data:`BREAKS`; returns ``{kind: ImageId}``."""
+    source, wide = clean
+    out_dir = tmp_path_factory.mktemp("broken") / "steel"
+    shutil.copytree(source, out_dir)
+    images = out_dir / "train_images"
+    defective = _defective(wide)
+    victims = dict(zip(BREAKS, [defective[0], defective[1]] + [i for i in wide.index if i not in defective[:2]]))
+    data = (images / victims["truncated"]).read_bytes()
+    (images / victims["truncated"]).write_bytes(data[: len(data) // 2])
+    (images / victims["missing"]).unlink()  # a defective image, so train.csv still names it
+    Image.fromarray(np.full((32, 128), 100, np.uint8)).save(images / victims["wrong_size"], format="JPEG")
+    Image.fromarray(np.full((HEIGHT, WIDTH, 4), 100, np.uint8), mode="RGBA").save(images / victims["channels"], format="PNG")
+    (images / victims["not_an_image"]).write_bytes(b"not an image at all")
+    table = wide.copy()
+    table.loc[victims["rle"], 1] = f"{HEIGHT * WIDTH - 5} 10"  # runs past the last pixel
+    severstal.write_train_csv(table, out_dir / "train.csv")
+    return out_dir, table, victims
+
+
+def _batches(dataset: tf.data.Dataset, n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    taken = dataset if n is None else dataset.take(n)
+    return [(x.numpy(), y.numpy()) for x, y in taken]
+
+
+# ----------------------------------------------------------------------------- check_dataset
+
+
+def test_check_clean(clean):
+    out_dir, wide = clean
+    problems = pipeline.check_dataset(out_dir, wide, progress=False)
+    assert problems.empty and list(problems.columns) == list(pipeline.PROBLEM_COLUMNS)
+    assert pipeline.check_dataset(out_dir, progress=False).empty
+
+
+@pytest.mark.parametrize("kind", list(BREAKS))
+@pytest.mark.parametrize("from_csv", [False, True])
+def test_check_finds_each_problem(broken, kind, from_csv):
+    out_dir, table, victims = broken
+    wide, shape = (None, (HEIGHT, WIDTH)) if from_csv else (table, None)
+    problems = pipeline.check_dataset(out_dir, wide, expected_shape=shape, progress=False, num_workers=2)
+    assert set(problems["ImageId"]) == set(victims.values())
+    image_id = victims[kind]
+    found = problems[problems["ImageId"] == image_id]
+    assert found["problem"].str.contains(BREAKS[kind].format(image_id=image_id), regex=False).any(), found
+    assert (found["file"] == str(out_dir / "train_images" / image_id)).all()
+
+
+def test_check_subset(broken):
+    out_dir, table, victims = broken
+    subset = [victims["missing"], victims["rle"]] + [i for i in table.index if i not in victims.values()][:2]
+    problems = pipeline.check_dataset(out_dir, table, image_ids=subset, progress=False)
+    assert set(problems["ImageId"]) == {victims["missing"], victims["rle"]}
+
+
+def test_make_dataset_raises_naming_files(broken):
+    out_dir, table, victims = broken
+    with pytest.raises(ValueError, match="skip_bad=True") as error:
+        pipeline.make_dataset(out_dir, list(table.index), table, 2, training=False, progress=False)
+    for image_id in victims.values():
+        assert str(out_dir / "train_images" / image_id) in str(error.value)
+
+
+def test_skip_bad_drops_and_logs(broken, caplog):
+    out_dir, table, victims = broken
+    with caplog.at_level(logging.WARNING, logger="helpers.pipeline"):
+        dataset = pipeline.make_dataset(out_dir, list(table.index), table, 4, training=False, skip_bad=True, progress=False)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"dropping {len(victims)} bad image(s)" in logged
+    for image_id in victims.values():
+        assert image_id in logged
+    kept = [i for i in table.index if i not in victims.values()]
+    assert pipeline.usable_ids(out_dir, list(table.index), table, skip_bad=True, progress=False) == kept
+    images = np.concatenate([x for x, _ in _batches(dataset)])
+    assert len(images) == len(kept)
+    for image, image_id in zip(images, kept):
+        np.testing.assert_array_equal(image[..., 0], files.read_grey(out_dir / "train_images" / image_id) / np.float32(255))
+
+
+def test_unchecked_bad_file_fails_naming_it(broken):
+    out_dir, table, victims = broken
+    ids = [victims["truncated"]]
+    dataset = pipeline.make_dataset(out_dir, ids, table, 1, training=False, check=False, progress=False)
+    with pytest.raises(tf.errors.OpError, match=victims["truncated"]):
+        _batches(dataset)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@pytest.mark.parametrize(
+    ("training", "options", "batch_size", "sizes", "shape"),
+    [
+        (True, dict(transforms=augment.train_transforms(crop_size=CROP)), 4, [4, 4, 4], CROP),
+        (True, dict(), 5, [5, 5], (HEIGHT, WIDTH)),  # last partial batch dropped
+        (True, dict(resize_to=(32, 100)), 4, [4, 4, 4], (32, 100)),
+        (False, dict(), 5, [5, 5, 2], (HEIGHT, WIDTH)),
+        (False, dict(resize_to=CROP), 8, [8, 4], CROP),
+        (False, dict(transforms=augment.eval_transforms(pad_to=(72, 260))), 12, [12], (72, 260)),
+    ],
+)
+def test_batch_shapes_and_values(clean, training, options, batch_size, sizes, shape):
+    out_dir, wide = clean
+    dataset = pipeline.make_dataset(out_dir, list(wide.index), wide, batch_size, training=training, progress=False, **options)
+    assert dataset.element_spec[0].shape.as_list()[1:] == [*shape, 1]
+    assert dataset.element_spec[1].shape.as_list()[1:] == [*shape, 4]
+    batches = _batches(dataset)
+    assert [len(x) for x, _ in batches] == sizes
+    for images, masks in batches:
+        assert images.dtype == np.float32 and masks.dtype == np.float32
+        assert images.shape[1:] == (*shape, 1) and masks.shape[1:] == (*shape, 4)
+        assert images.min() >= 0.0 and images.max() <= 1.0 and images.max() > 0.2
+        assert set(np.unique(masks).tolist()) <= {0.0, 1.0}
+    assert sum(m.sum() for _, m in batches) > 0
+
+
+def test_validation_batch_matches_files_exactly(clean):
+    out_dir, wide = clean
+    ids = list(wide.index)[::-1]  # the given order is kept
+    dataset = pipeline.make_dataset(out_dir, ids, wide, 5, training=False, progress=False)
+    images = np.concatenate([x for x, _ in _batches(dataset)])
+    masks = np.concatenate([y for _, y in _batches(dataset)])
+    for k, image_id in enumerate(ids):
+        np.testing.assert_array_equal(images[k, ..., 0], files.read_grey(out_dir / "train_images" / image_id) / np.float32(255))
+        np.testing.assert_array_equal(masks[k], severstal.decode_masks(wide.loc[image_id]).astype(np.float32))
+
+
+def _training(clean, seed: int, **options) -> tf.data.Dataset:
+    out_dir, wide = clean
+    transforms = augment.train_transforms(crop_size=CROP)
+    return pipeline.make_dataset(out_dir, list(wide.index), wide, 4, training=True, transforms=transforms, seed=seed, progress=False, **options)
+
+
+def _same(a: list, b: list) -> bool:
+    return all(np.array_equal(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb)) and len(a) == len(b)
+
+
+def test_same_seed_same_batches(clean):
+    first = _training(clean, seed=3)
+    epoch_1, epoch_2 = _batches(first), _batches(first)
+    assert _same(_batches(_training(clean, seed=3)), epoch_1)
+    assert _same(_batches(_training(clean, seed=3, num_parallel_calls=1)), epoch_1)  # parallelism does not matter
+    assert _same(_batches(_training(clean, seed=3, cache=True)), epoch_1)
+    assert not _same(epoch_2, epoch_1)  # reshuffled and re-augmented every epoch
+    assert not _same(_batches(_training(clean, seed=4)), epoch_1)
+    repeated = _batches(_training(clean, seed=3, repeat=True), 6)
+    assert _same(repeated[:3], epoch_1) and _same(repeated[3:], epoch_2)
+
+
+def test_mixed_sizes_need_resize(clean, tmp_path):
+    source, wide = clean
+    out_dir = tmp_path / "mixed"
+    shutil.copytree(source, out_dir)
+    odd = wide.index[0]
+    files.write_image(out_dir / "train_images" / odd, np.full((48, 200), 90, np.uint8))
+    table = wide.copy()
+    table.loc[odd, severstal.class_columns(table)] = ""
+    table.loc[odd, ["Height", "Width"]] = [48, 200]
+    ids = list(table.index)
+    with pytest.raises(ValueError, match=f"48x200: 1 image\\(s\\), e.g. {odd}.*pass resize_to"):
+        pipeline.make_dataset(out_dir, ids, table, 4, training=False, progress=False)
+    for training in (False, True):
+        dataset = pipeline.make_dataset(out_dir, ids, table, 4, training=training, resize_to=(48, 128), progress=False)
+        assert all(x.shape[1:] == (48, 128, 1) for x, _ in _batches(dataset))
+    single = pipeline.make_dataset(out_dir, ids[:2], table, 1, training=False, progress=False)
+    assert [x.shape[1:3] for x, _ in _batches(single)] == [(48, 200), (HEIGHT, WIDTH)]
+
+
+def test_pipeline_rate(clean):
+    rate = pipeline.pipeline_rate(_training(clean, seed=0, repeat=True), n_batches=3)
+    assert rate > 0.0
+    with pytest.raises(ValueError, match="no batch"):
+        pipeline.pipeline_rate(_training(clean, seed=0), n_batches=2, warmup=5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(seed=-1), "seed"),
+        (dict(image_ids=[]), "image_ids"),
+        (dict(image_ids=["nope.jpg"]), "not in the table"),
+        (dict(resize_to=(32, 32), transforms=augment.eval_transforms()), "not both"),
+        (dict(skip_bad=True, check=False), "needs check=True"),
+        (dict(batch_size=13, training=True), "no full batch"),
+        (dict(num_parallel_calls=0), "num_parallel_calls"),
+        (dict(shuffle_buffer=0), "shuffle_buffer"),
+    ],
+)
+def test_bad_arguments(clean, options, message):
+    out_dir, wide = clean
+    arguments = dict(image_ids=list(wide.index), batch_size=4, training=False, progress=False) | options
+    with pytest.raises(ValueError, match=message):
+        pipeline.make_dataset(out_dir, wide=wide, **arguments)
+
+
+def test_check_dataset_bad_arguments(clean):
+    out_dir, wide = clean
+    with pytest.raises(ValueError, match="expected_channels"):
+        pipeline.check_dataset(out_dir, wide, expected_channels=(5,), progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        pipeline.check_dataset(out_dir, wide, expected_shape=(0, 10), progress=False)
