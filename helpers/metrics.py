@@ -48,6 +48,8 @@ Metric names match the keys of :func:`summarise`: ``severstal_score``, ``dice_<c
 
 from __future__ import annotations
 
+import re
+
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ from types import SimpleNamespace
 import numpy as np
 
 __all__ = [
+    "class_keys",
     "ConfusionCounts",
     "confusion_counts",
     "custom_objects",
@@ -248,9 +251,15 @@ def _class_names(class_names: Sequence[str] | Mapping[int, str] | None, n_classe
         names = [str(name) for name in class_names]
         if len(names) != n_classes:
             raise ValueError(f"class_names must have {n_classes} names, got {len(names)}: {names}")
+    names = [re.sub(r"\W+", "_", name).strip("_") or "class" for name in names]  # valid metric/scope names
     if len(set(names)) != len(names) or "background" in names:
         raise ValueError(f"class_names must be distinct and not 'background', got {names}")
     return names
+
+
+def class_keys(class_names: Mapping[int, str]) -> dict[int, str]:
+    """``{class_id: key}`` used in metric names (``dice_<key>``): names with non-word characters become ``_``."""
+    return dict(zip(sorted(class_names), _class_names(class_names, len(class_names))))
 
 
 def summarise(counts: ConfusionCounts, dice_pairs: np.ndarray | None = None,

@@ -292,3 +292,9 @@ def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
     loaded = keras.models.load_model(path, custom_objects=objects)
     assert loaded.evaluate(x, y, batch_size=1, verbose=0, return_dict=True) == pytest.approx(result, nan_ok=True)
     np.testing.assert_allclose(keras.models.load_model(path, compile=False).predict(x, verbose=0), y_prob)
+
+
+def test_class_keys_make_valid_metric_names():
+    from helpers import metrics as m
+
+    assert m.class_keys({1: "class 1", 2: "Blow-hole", 3: "pits"}) == {1: "class_1", 2: "Blow_hole", 3: "pits"}
