@@ -127,20 +127,20 @@ def tune(
     return best, grid
 
 
-def flip_tta(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, flips: Sequence[str] = ("horizontal",)) -> np.ndarray:
-    """Average ``predict`` over the images and their flips, each prediction flipped back.
+def flip_tta(predict: Callable[..., np.ndarray], images: np.ndarray, flips: Sequence[str] = ("horizontal",), **predict_kwargs) -> np.ndarray:
+    """Average ``predict(images, **predict_kwargs)`` over the images and their flips, each flipped back.
 
     ``images`` ``(N, H, W, ch)``; ``predict`` returns ``(N, H, W, C)``; ``flips`` among
-    ``horizontal`` and ``vertical``.
+    ``horizontal`` and ``vertical`` (empty = plain prediction).
     """
     axes = {"horizontal": 2, "vertical": 1}
     unknown = set(flips) - set(axes)
     if unknown:
         raise ValueError(f"flips must be among {sorted(axes)}, got {sorted(unknown)}")
-    total = np.asarray(predict(images), dtype=np.float64)
+    total = np.asarray(predict(images, **predict_kwargs), dtype=np.float64)
     for flip in flips:
         axis = axes[flip]
-        total += np.flip(np.asarray(predict(np.flip(images, axis=axis))), axis=axis)
+        total += np.flip(np.asarray(predict(np.flip(images, axis=axis), **predict_kwargs)), axis=axis)
     return (total / (1 + len(flips))).astype(np.float32)
 
 

@@ -72,6 +72,8 @@ def test_flip_tta_averages_back_flipped_predictions():
     # a predictor that depends on position: flipping back must undo it exactly
     identity = postprocess.flip_tta(lambda x: x, images, flips=("horizontal", "vertical"))
     np.testing.assert_allclose(identity, images)
+    scaled = postprocess.flip_tta(lambda x, factor: x * factor, images, flips=(), factor=2.0)
+    np.testing.assert_allclose(scaled, 2 * images)
     with pytest.raises(ValueError, match="flips must be among"):
         postprocess.flip_tta(lambda x: x, images, flips=("diagonal",))
 
