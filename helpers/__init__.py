@@ -17,6 +17,7 @@ __all__ = [
     "files",
     "losses",
     "metrics",
+    "models",
     "outputs",
     "pipeline",
     "postprocess",

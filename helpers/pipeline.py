@@ -1,7 +1,7 @@
 """``tf.data`` input pipelines for Severstal-layout datasets, and a dataset checker.
 
 :func:`make_dataset` yields ``(images, masks)`` batches: images float32 ``(B, H, W, 1)``
-scaled to ``[0, 1]`` (backbone-specific scaling is the model's job, see ``helpers.models``),
+as raw grey levels in ``[0, 255]`` (backbone-specific scaling is inside the model, see ``helpers.models``),
 masks float32 0/1 ``(B, H, W, C)``. Each element is read with the project's readers
 (:func:`helpers.files.read_grey`, :func:`helpers.severstal.decode_masks`) and transformed with
 albumentations (:mod:`helpers.augment`) inside ``tf.numpy_function``, in a parallel map.
@@ -256,7 +256,7 @@ def make_dataset(
     check: bool = True,
     progress: bool = True,
 ) -> tf.data.Dataset:
-    """Batches ``(images (B, H, W, 1) float32 in [0, 1], masks (B, H, W, C) float32 0/1)``.
+    """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], masks (B, H, W, C) float32 0/1)``.
 
     ``image_ids``: images of ``wide`` (the wide table, with ``Height``/``Width``) under
     ``dataset_dir/train_images``. ``training=True``: shuffled (``shuffle_buffer`` image
@@ -342,7 +342,7 @@ def make_dataset(
         image, masks = augment.apply(local.transforms, image, masks)
         if out_shape is not None and image.shape != out_shape:
             raise ValueError(f"image {path} came out {image.shape}, the other images {out_shape} (HxW); pass resize_to")
-        return (image[..., None].astype(np.float32) / np.float32(255.0), masks.astype(np.float32))
+        return (image[..., None].astype(np.float32), masks.astype(np.float32))
 
     height, width = out_shape if out_shape is not None else (None, None)
 

@@ -92,12 +92,12 @@ def _enter_environment(mode: str, argv: list[str]) -> None:
     if mode not in ("auto", "current", "venv"):
         raise ValueError(f"env must be one of auto, current, venv; got {mode!r}")
     in_project_venv = Path(sys.prefix).resolve() == VENV_DIR.resolve()
+    if in_project_venv:
+        ensure_venv()  # reinstall if pyproject.toml changed since the last install
     if mode == "current" or in_project_venv or os.environ.get(BOOTSTRAP_FLAG):
         missing = missing_requirements()
         if missing:
             raise SystemExit("This environment lacks pinned requirements:\n  " + "\n  ".join(missing))
-        if in_project_venv:
-            ensure_venv()  # reinstall if pyproject.toml changed since the last install
         return
     if mode == "auto" and not missing_requirements():
         return

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from helpers import run
@@ -33,6 +34,7 @@ def test_parameters_cell_is_first_typed_and_commented(path):
     assert not bad, f"parameter lines must read 'name: type = value  # comment': {bad}"
     names = {PARAMETER_LINE.match(line)["name"] for line in lines}
     assert {"data_dir", "output_dir", "seed", "profile"} <= names
+    assert set(papermill.inspect_notebook(str(path))) == names, "papermill must see every parameter"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
