@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,13 +160,14 @@ def check_groups(split: pd.Series, groups: pd.Series) -> None:
         raise ValueError(f"{len(spanning)} group(s) span two splits (leakage): {', '.join(described[:10])}")
 
 
-def from_splits_csv(dataset_dir: str | os.PathLike) -> pd.Series:
-    """``ImageId -> split`` from ``splits.csv``, checked that no group spans two splits."""
+def from_splits_csv(dataset_dir: str | os.PathLike, allow_leakage: bool = False) -> pd.Series:
+    """``ImageId -> split`` from ``splits.csv``, checked that no group spans two splits (unless ``allow_leakage``)."""
     table = severstal.read_splits(dataset_dir)
     if table.index.has_duplicates:
         duplicated = table.index[table.index.duplicated()].unique().tolist()
         raise ValueError(f"{Path(dataset_dir) / 'splits.csv'} lists ImageIds twice, e.g. {duplicated[:3]}")
-    check_groups(table["split"], table["group"])
+    if not allow_leakage:
+        check_groups(table["split"], table["group"])
     return table["split"].astype(str).sort_index().rename("split")
 
 
@@ -178,6 +180,7 @@ def train_val_ids(
     groups: pd.Series | None = None,
     train_split: str = "train",
     val_split: str = "val",
+    allow_leakage: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Sorted ``(train_ids, val_ids)`` of the images of ``wide``.
 
@@ -186,7 +189,8 @@ def train_val_ids(
     ``"stratified"`` (:func:`stratified_split`), ``"group"`` (:func:`group_split` on
     ``groups``, default the ``group`` column of ``splits.csv``), or ``"auto"``
     (``splits_csv`` if the folder has ``splits.csv``, else ``stratified``).
-    When groups are known, no group may span the two sides (``ValueError``).
+    When groups are known, no group may span the two sides (``ValueError``), unless
+    ``allow_leakage`` (e.g. to reproduce a published but leaky split): then a warning says how many do.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -199,7 +203,7 @@ def train_val_ids(
         split = stratified_split(wide, val_fraction, seed)
         train_split, val_split = "train", "val"
     elif strategy == "splits_csv":
-        split = from_splits_csv(dataset_dir)
+        split = from_splits_csv(dataset_dir, allow_leakage)
         unsplit = ids.difference(split.index)
         if len(unsplit):
             raise ValueError(f"{len(unsplit)} image(s) of the table are not in {dataset_dir / 'splits.csv'}, e.g. {list(unsplit[:3])}")
@@ -228,7 +232,9 @@ def train_val_ids(
         try:
             check_groups(chosen, groups.astype(str))
         except ValueError as err:
-            raise ValueError(f"strategy={strategy!r}: {err}; use strategy='group' to keep groups together") from None
+            if not allow_leakage:
+                raise ValueError(f"strategy={strategy!r}: {err}; use strategy='group' to keep groups together") from None
+            warnings.warn(f"strategy={strategy!r} keeps a leaky split (allow_leakage=True): {err}", stacklevel=2)
     return sorted(split.index[split == train_split]), sorted(split.index[split == val_split])
 
 

@@ -114,6 +114,11 @@ def test_from_splits_csv(tmp_path):
     assert (groups == groups[leaky.index[0]]).sum() > 1
     with pytest.raises(ValueError, match=f"{groups[leaky.index[0]]} "):
         splits.from_splits_csv(tmp_path)
+    with pytest.raises(ValueError, match="span two splits"):
+        splits.train_val_ids(tmp_path, wide, strategy="splits_csv")
+    with pytest.warns(UserWarning, match="leaky split"):
+        train, val = splits.train_val_ids(tmp_path, wide, strategy="splits_csv", allow_leakage=True)
+    assert val == sorted(leaky.index[leaky == "val"])
 
 
 @pytest.mark.parametrize(
