@@ -12,6 +12,7 @@ __all__ = [
     "augment",
     "backend",
     "benchmark",
+    "checks",
     "convert",
     "eda",
     "files",

@@ -37,7 +37,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from . import files, rle, severstal
+from . import checks, files, rle, severstal
 
 __all__ = [
     "GDXRAY_WELD_CLASSES",
@@ -85,7 +85,7 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     >>> tile_origins(50, 16, 12)
     [0, 12, 24, 34]
     """
-    length, tile, stride = _positive_int("length", length), _positive_int("tile", tile), _positive_int("stride", stride)
+    length, tile, stride = checks.positive_int("length", length), checks.positive_int("tile", tile), checks.positive_int("stride", stride)
     if stride > tile:
         raise ValueError(f"stride must be in 1..tile={tile} so that tiles cover the image, got {stride}")
     if length <= tile:
@@ -110,7 +110,7 @@ def split_groups(
     single group stays in ``train_split``). The choice depends only on the sorted group
     names and ``seed``.
     """
-    val_fraction = _fraction(val_fraction)
+    val_fraction = checks.fraction(val_fraction)
     unique = sorted(set(groups))
     n_val = int(np.floor(val_fraction * len(unique) + 0.5))
     if val_fraction > 0 and len(unique) > 1:
@@ -152,22 +152,6 @@ def read_label_image(path: PathLike) -> tuple[np.ndarray, str]:
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _fraction(val_fraction: float) -> float:
-    try:
-        value = float(val_fraction)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    return value
 
 
 def _threshold(threshold: int) -> int:
@@ -319,7 +303,7 @@ def convert_index_masks(
     """
     names = _class_names(class_names)
     mask_suffix = _suffix("mask_suffix", mask_suffix)
-    _fraction(val_fraction)
+    checks.fraction(val_fraction)
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     images = files.list_images(images_dir)
     if not images:
@@ -467,7 +451,7 @@ def convert_folder_masks(
     if image_suffix.lower() == mask_suffix.lower():
         raise ValueError(f"image_suffix and mask_suffix must differ, both are {image_suffix!r}")
     threshold = _threshold(threshold)
-    _fraction(val_fraction)
+    checks.fraction(val_fraction)
 
     items: list[tuple[str, Path]] = []  # (folder, image path)
     seen: dict[str, Path] = {}
@@ -593,11 +577,11 @@ def _tile_radiographs(
     progress: bool,
     skip_reasons: Mapping[str, str],
 ) -> pd.DataFrame:
-    tile = _positive_int("tile", tile)
-    stride = tile if stride is None else _positive_int("stride", stride)
+    tile = checks.positive_int("tile", tile)
+    stride = tile if stride is None else checks.positive_int("stride", stride)
     tile_origins(tile, tile, stride)  # validates stride <= tile
     threshold = _threshold(threshold)
-    _fraction(val_fraction)
+    checks.fraction(val_fraction)
     class_names = _class_names({1: class_name})
     sources: list[tuple[Path, Path]] = []
     skipped: dict[str, str] = {}

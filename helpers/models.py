@@ -770,9 +770,10 @@ def build_segmenter(
 
     encoder = build_backbone(backbone, input_shape, encoder_weights, weights_dir, **backbone_options)
     skips = sm.Backbones.get_feature_layers(backbone, n=4)
-    if arch == "unet":
-        module = _bind_sm_module(sm.models.unet)
-        model = module.build_unet(
+    if arch in ("unet", "linknet"):
+        module = _bind_sm_module(getattr(sm.models, arch))
+        build = module.build_unet if arch == "unet" else module.build_linknet
+        model = build(
             backbone=encoder,
             decoder_block=_decoder_block(module, options["decoder_block_type"]),
             skip_connection_layers=skips,
@@ -782,19 +783,8 @@ def build_segmenter(
             activation=activation,
             use_batchnorm=options["decoder_use_batchnorm"],
         )
-    elif arch == "linknet":
-        module = _bind_sm_module(sm.models.linknet)
-        model = module.build_linknet(
-            backbone=encoder,
-            decoder_block=_decoder_block(module, options["decoder_block_type"]),
-            skip_connection_layers=skips,
-            decoder_filters=tuple(options["decoder_filters"]),
-            n_upsample_blocks=5,
-            classes=classes,
-            activation=activation,
-            use_batchnorm=options["decoder_use_batchnorm"],
-        )
-        model = _named_linknet_head(model, classes, activation)
+        if arch == "linknet":
+            model = _named_linknet_head(model, classes, activation)
     elif arch == "fpn":
         module = _bind_sm_module(sm.models.fpn)
         model = module.build_fpn(

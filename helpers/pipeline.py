@@ -42,7 +42,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from . import augment, files, rle, severstal
+from . import augment, checks, files, rle, severstal
 from .backend import tf
 
 __all__ = [
@@ -61,18 +61,6 @@ _IMAGES = "train_images"
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 
 
 def _lenient_table(dataset_dir: Path) -> pd.DataFrame:
@@ -163,7 +151,7 @@ def check_dataset(
     if not channels or any(c not in (1, 2, 3, 4) for c in channels):
         raise ValueError(f"expected_channels must be a non-empty subset of (1, 2, 3, 4), got {expected_channels!r}")
     shape = None if expected_shape is None else rle.validate_shape(expected_shape)
-    workers = (os.cpu_count() or 1) if num_workers is None else _positive_int("num_workers", num_workers)
+    workers = (os.cpu_count() or 1) if num_workers is None else checks.positive_int("num_workers", num_workers)
     table = _lenient_table(dataset_dir) if wide is None else wide
     if image_ids is None:
         ids = list(table.index)
@@ -273,14 +261,14 @@ def make_dataset(
     seed given to the transforms themselves is not used).
     """
     dataset_dir = Path(dataset_dir)
-    batch_size = _positive_int("batch_size", batch_size)
-    seed = _seed(seed)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    seed = checks.seed(seed)
     if not isinstance(training, (bool, np.bool_)):
         raise ValueError(f"training must be True or False, got {training!r}")
     if num_parallel_calls != tf.data.AUTOTUNE:
-        num_parallel_calls = _positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
+        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
     if shuffle_buffer is not None:
-        shuffle_buffer = _positive_int("shuffle_buffer", shuffle_buffer)
+        shuffle_buffer = checks.positive_int("shuffle_buffer", shuffle_buffer)
     if transforms is not None and resize_to is not None:
         raise ValueError("give transforms or resize_to, not both: build the transforms with resize_to instead")
     if skip_bad and not check:
@@ -368,7 +356,7 @@ def make_dataset(
 
 def pipeline_rate(dataset: tf.data.Dataset, n_batches: int, warmup: int = 1) -> float:
     """Images per second of iterating ``dataset`` for ``n_batches`` batches after ``warmup`` untimed ones."""
-    n_batches = _positive_int("n_batches", n_batches)
+    n_batches = checks.positive_int("n_batches", n_batches)
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
     iterator = iter(dataset)

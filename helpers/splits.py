@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-from . import audit, convert, severstal
+from . import audit, checks, convert, severstal
 
 __all__ = [
     "RARE_STRATUM",
@@ -40,22 +40,6 @@ __all__ = [
 
 STRATEGIES = ("auto", "stratified", "splits_csv", "group")
 RARE_STRATUM = "rare"  # the catch-all stratum of combinations with too few images
-
-
-def _fraction(val_fraction: float) -> float:
-    try:
-        value = float(val_fraction)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    return value
-
-
-def _seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 
 
 def _series(name: str, values: pd.Series) -> pd.Series:
@@ -116,7 +100,7 @@ def stratified_split(
     the total number of validation images is ``round(val_fraction * N)`` unless those
     minimums need more. A catch-all of a single image goes to train.
     """
-    val_fraction, seed = _fraction(val_fraction), _seed(seed)
+    val_fraction, seed = checks.fraction(val_fraction), checks.seed(seed)
     if isinstance(min_stratum, bool) or not isinstance(min_stratum, (int, np.integer)) or min_stratum < 1:
         raise ValueError(f"min_stratum must be an integer >= 1, got {min_stratum!r}")
     if wide.index.has_duplicates:
@@ -140,7 +124,7 @@ def group_split(groups: pd.Series, val_fraction: float = 0.2, seed: int = 0) -> 
     validation (at least one, and at least one stays in train, when there are two or more
     groups); see :func:`helpers.convert.split_groups`.
     """
-    val_fraction, seed = _fraction(val_fraction), _seed(seed)
+    val_fraction, seed = checks.fraction(val_fraction), checks.seed(seed)
     groups = _series("groups", groups)
     split_of = convert.split_groups(groups.tolist(), val_fraction, seed)
     split = groups.map(split_of).rename("split")
@@ -248,7 +232,7 @@ def group_kfold(
     than ``k`` images pooled into :data:`RARE_STRATUM`. Needs at least ``k`` groups.
     Fold ``i``'s validation images are ``folds.index[folds == i]``.
     """
-    seed = _seed(seed)
+    seed = checks.seed(seed)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"k must be an integer >= 2, got {k!r}")
     groups = _series("groups", groups)

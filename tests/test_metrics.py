@@ -27,13 +27,6 @@ E = ["000", "000"]  # empty 2x3 mask
 F = ["111", "111"]  # full 2x3 mask
 
 
-def test_importing_metrics_does_not_import_tensorflow():
-    code = ("import sys, helpers.metrics, helpers.losses; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'keras'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
-
-
 def test_masks_helper_layout():
     array = masks([["100", "000"], E])
     assert array.shape == (1, 2, 3, 2)
