@@ -6,6 +6,8 @@ import, so every module that needs Keras imports it from here::
     from helpers.backend import keras, sm, tf
 """
 
+import contextlib
+import io
 import os
 
 os.environ["SM_FRAMEWORK"] = "tf.keras"
@@ -14,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
-import segmentation_models as sm  # noqa: E402
+with contextlib.redirect_stdout(io.StringIO()):  # it prints the framework it chose
+    import segmentation_models as sm  # noqa: E402
 
 __all__ = ["keras", "sm", "tf"]

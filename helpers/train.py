@@ -3,13 +3,16 @@
 A run folder holds::
 
     best.weights.h5     weights of the best epoch (by ``monitor``)
+    last.weights.h5     weights after the last epoch (written when training finishes)
+    finished.json       the number of epochs asked for, written when training finishes
     state.json          best value, its epoch and the early-stopping counter (survives restarts)
     backup/             Keras BackupAndRestore state while training (deleted at the end)
     log.csv             one row per epoch (appended across restarts)
     tensorboard/        TensorBoard logs (optional)
 
 Re-running :func:`fit` with the same ``run_dir`` after an interruption resumes from the last
-finished epoch with the optimiser state, learning-rate position and best score intact.
+finished epoch with the optimiser state, learning-rate position and best score intact. Re-running
+it after training finished trains nothing: the last weights are loaded and the log returned.
 """
 
 from __future__ import annotations
@@ -203,28 +206,47 @@ def fit(
     tensorboard: bool = True,
     progress: bool = True,
     extra_callbacks: list | None = None,
+    scorers: list | None = None,
 ) -> pd.DataFrame:
     """Train a compiled model, resuming from ``run_dir`` if a previous run was interrupted.
 
+    A run that finished before (``finished.json``, same ``epochs``) is not trained again: its
+    last weights are loaded into ``model`` and its log is returned; other ``epochs`` raise.
+
     Keeps the best weights by ``monitor`` in ``run_dir/best.weights.h5`` and returns the epoch log.
     Stopping early after ``patience`` epochs without improvement (``None`` = never).
+    ``scorers``: callbacks that add values to the epoch logs (e.g. validation scores computed in
+    numpy); they run before the checkpoint and the CSV log, so those values are logged and can be
+    the ``monitor``. ``extra_callbacks`` run after everything else.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    finished = run_dir / "finished.json"
+    if finished.is_file():
+        recorded = json.loads(finished.read_text())["epochs"]
+        if recorded != epochs:
+            raise ValueError(f"{run_dir} holds a finished run of {recorded} epochs, not {epochs}: "
+                             "choose another run_dir, or delete this one to train again")
+        model.load_weights(run_dir / "last.weights.h5")
+        return read_log(run_dir)
     steps = steps_per_epoch or _cardinality(train_data)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         EpochTimer(),
+        *(scorers or []),  # before the checkpoint and the log: the values they add count
         BestCheckpoint(run_dir, monitor=monitor, mode=mode, patience=patience),
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         *( [keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0)] if tensorboard else [] ),
-        *( [TqdmProgress(epochs, steps)] if progress else [] ),
+        *( [TqdmProgress(epochs, steps, shown=tuple(dict.fromkeys(("loss", "val_loss", monitor))))] if progress else [] ),
         *(extra_callbacks or []),
     ]
     model.fit(train_data, validation_data=val_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=0)
+    model._training_state = None  # tf-keras' BackupAndRestore deletes it at the end, which breaks any later fit()
+    model.save_weights(run_dir / "last.weights.h5")
+    finished.write_text(json.dumps({"epochs": epochs}))
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
     return read_log(run_dir)
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import train
-from helpers.backend import keras
+from helpers.backend import keras, tf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +65,31 @@ def test_best_checkpoint_names_a_missing_monitor(tmp_path):
     with pytest.raises(ValueError, match="val_score"):
         callback.on_epoch_end(0, {"val_loss": 1.0})
 
+
+
+def test_a_model_trained_by_fit_can_be_trained_again(tmp_path):
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+    y = x.sum(axis=1, keepdims=True)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    model = tiny_model()
+    train.fit(model, data, data, tmp_path, epochs=1, monitor="val_loss", mode="min", tensorboard=False, progress=False)
+    history = model.fit(x, y, epochs=1, verbose=0)  # tf-keras' BackupAndRestore used to leave the model unusable
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+    data = tf.data.Dataset.from_tensor_slices((x, x.sum(axis=1, keepdims=True))).batch(4)
+    first = tiny_model()
+    log = train.fit(first, data, data, tmp_path, epochs=2, monitor="val_loss", mode="min", tensorboard=False, progress=False)
+    second = tiny_model()
+    again = train.fit(second, data, data, tmp_path, epochs=2, monitor="val_loss", mode="min", tensorboard=False, progress=False)
+    pd.testing.assert_frame_equal(again, log)  # no epoch appended
+    assert int(second.optimizer.iterations) == 0  # nothing trained
+    for trained, loaded in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(trained, loaded)  # the last weights came back
+    with pytest.raises(ValueError, match="finished run of 2 epochs, not 3"):
+        train.fit(tiny_model(), data, data, tmp_path, epochs=3, monitor="val_loss", mode="min", tensorboard=False, progress=False)
 
 TRAIN_SCRIPT = """
 import os, sys

@@ -1,0 +1,83 @@
+"""Speed and memory probes: they measure something finite and refuse bad arguments (no timing assertions)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import profiling
+from helpers.backend import keras, tf
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1))
+    hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Conv2D(2, 1, activation="sigmoid")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def _batch(batch_size=4):
+    images = np.arange(batch_size * 16 * 16, dtype=np.float32).reshape(batch_size, 16, 16, 1) % 255
+    masks = np.zeros((batch_size, 16, 16, 2), np.float32)
+    masks[:, 4:8, 4:8, 0] = 1
+    return images, masks
+
+
+def test_step_rate_is_positive(tiny_model):
+    images, masks = _batch()
+    rate = profiling.step_rate(tiny_model, images, masks, steps=3, warmup=1)
+    assert math.isfinite(rate) and rate > 0
+
+
+def test_fit_rate_counts_the_batches_of_the_pipeline(tiny_model):
+    images, masks = _batch(8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4, drop_remainder=True)
+    rate = profiling.fit_rate(tiny_model, dataset, steps=4, warmup=1)
+    assert math.isfinite(rate) and rate > 0
+
+
+def test_training_rates_report_consistent_ratios(tiny_model):
+    images, masks = _batch(8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4, drop_remainder=True)
+    rates = profiling.training_rates(tiny_model, dataset, steps=2, rounds=2)
+    assert all(math.isfinite(value) and value > 0 for value in rates.values())
+    assert rates["pipeline_over_step"] == pytest.approx(rates["pipeline_images_per_s"] / rates["step_images_per_s"])
+    assert rates["end_to_end_over_step"] == pytest.approx(rates["end_to_end_images_per_s"] / rates["step_images_per_s"])
+
+
+def test_fit_rate_needs_a_static_batch_size(tiny_model):
+    images, masks = _batch(6)
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4)
+    with pytest.raises(ValueError, match="static"):
+        profiling.fit_rate(tiny_model, dataset, steps=1)
+
+
+@pytest.mark.parametrize("steps, warmup", [(0, 1), (2, 0), (1.5, 1)])
+def test_rates_refuse_bad_step_counts(tiny_model, steps, warmup):
+    images, masks = _batch()
+    with pytest.raises(ValueError):
+        profiling.step_rate(tiny_model, images, masks, steps=steps, warmup=warmup)
+
+
+def test_peak_training_memory_of_a_small_unet():
+    settings = {"arch": "unet", "backbone": "resnet18", "classes": 2, "input_shape": (None, None, 1)}
+    result = profiling.peak_training_memory(settings, batch_size=2, image_size=(64, 64), steps=1)
+    assert result["parameters"] > 1_000_000
+    assert 0 < result["after_import_mib"] <= result["peak_mib"]
+    assert result["training_mib"] == pytest.approx(result["peak_mib"] - result["after_import_mib"])
+
+
+def test_peak_training_memory_reports_the_childs_error():
+    with pytest.raises(RuntimeError, match="unknown arch"):
+        profiling.peak_training_memory({"arch": "segnet", "backbone": "resnet18"}, batch_size=1, image_size=(32, 32), steps=1)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"image_size": (64,)}, {"image_size": (0, 64)}, {"steps": 0}])
+def test_peak_training_memory_checks_arguments(kwargs):
+    arguments = {"batch_size": 1, "image_size": (32, 32), "steps": 1, **kwargs}
+    with pytest.raises(ValueError):
+        profiling.peak_training_memory({"arch": "unet", "backbone": "resnet18"}, **arguments)
