@@ -28,6 +28,11 @@ Numerical safety: ``log p`` and ``log(1 - p)`` are taken of ``max(p, eps)`` and
 ``max(1 - p, eps)`` (``eps = 1e-7``), so predictions of exactly 0 or 1 give finite losses and
 gradients. The Keras versions cast both inputs to float32 first (mixed-precision safe).
 
+Multi-label classification (pre-training on radiograph corpora): :func:`masked_bce` takes
+``(N, K)`` label vectors in which NaN marks a label to ignore (CheXpert's uncertain labels under
+the ``ignore`` policy); each image's loss is the BCE averaged over its known labels (0 if it has
+none), and the batch loss the mean over images. Keras version: :func:`masked_bce_loss`.
+
 Keras versions come from :func:`get_loss`; this module imports TensorFlow only when
 :func:`get_loss` is called, so the numpy functions are usable without TensorFlow::
 
@@ -45,7 +50,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["EPS", "LOSSES", "bce", "bce_dice", "dice", "focal", "get_loss"]
+__all__ = ["EPS", "LOSSES", "bce", "bce_dice", "dice", "focal", "get_loss", "masked_bce", "masked_bce_loss"]
 
 EPS = 1e-7
 LOSSES = ("bce", "dice", "bce_dice", "focal")
@@ -225,4 +230,42 @@ def get_loss(name: str, **kwargs) -> Callable:
 
     loss.__name__ = loss.__qualname__ = f"{name}_loss"
     loss.__doc__ = f"Keras {name} loss with {params}: (N, H, W, C) tensors -> (N,) per-image losses."
+    return loss
+
+
+# --------------------------------------------------------------------------- multi-label classification
+
+
+def _masked_bce_terms(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_prob, dtype=np.float64)
+    if y.ndim != 2 or y.shape != p.shape:
+        raise ValueError(f"y_true and y_prob must both be (N, K); got {y.shape} and {p.shape}")
+    known = ~np.isnan(y)
+    if np.any((y[known] < 0) | (y[known] > 1)) or np.any((p < 0) | (p > 1) | np.isnan(p)):
+        raise ValueError("labels must be in [0, 1] or NaN (ignored) and probabilities in [0, 1]")
+    y = np.where(known, y, 0.0)
+    terms = -(y * np.log(np.maximum(p, EPS)) + (1 - y) * np.log(np.maximum(1 - p, EPS)))
+    return terms * known, known
+
+
+def masked_bce(y_true, y_prob) -> float:
+    """Mean over images of the BCE over each image's known labels; ``(N, K)`` arrays, NaN labels ignored."""
+    terms, known = _masked_bce_terms(y_true, y_prob)
+    return float(np.mean(terms.sum(axis=1) / np.maximum(known.sum(axis=1), 1)))
+
+
+def masked_bce_loss() -> Callable:
+    """Keras loss ``fn(y_true, y_pred) -> (N,)`` for ``(N, K)`` tensors: :func:`masked_bce` per image."""
+    from helpers.backend import tf
+
+    def loss(y_true, y_pred):
+        y = tf.cast(y_true, tf.float32)
+        p = tf.cast(y_pred, tf.float32)
+        known = tf.cast(tf.logical_not(tf.math.is_nan(y)), tf.float32)
+        y = tf.where(known > 0, y, 0.0)
+        terms = -(y * tf.math.log(tf.maximum(p, EPS)) + (1.0 - y) * tf.math.log(tf.maximum(1.0 - p, EPS)))
+        return tf.reduce_sum(terms * known, axis=-1) / tf.maximum(tf.reduce_sum(known, axis=-1), 1.0)
+
+    loss.__name__ = loss.__qualname__ = "masked_bce_loss"
     return loss

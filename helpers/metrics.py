@@ -1,4 +1,4 @@
-"""Segmentation metrics for sigmoid multi-label masks: numpy references and Keras metrics.
+"""Segmentation metrics for sigmoid multi-label masks (numpy references and Keras metrics), and classification scores.
 
 Arrays are ``(N, H, W, C)``: ``y_true`` 0/1 (or bool), ``y_pred`` 0/1 (or bool) -- or
 probabilities in [0, 1] together with ``threshold`` (a pixel is predicted where
@@ -30,6 +30,16 @@ Definitions
 - **pixel precision / recall** ``TP / (TP + FP)`` and ``TP / (TP + FN)`` from the same counts
   (NaN when the denominator is 0).
 
+Binary tasks as the radiograph pre-training paper reports them
+----------------------------------------------------------------
+:func:`binary_segmentation_scores` (one defect class): defect pixel precision and recall,
+"accuracy" = the mean of the defect and background pixel recalls (balanced accuracy: the
+paper's Table 4 values satisfy accuracy = (recall + background recall) / 2, e.g. 73.64 =
+(48.35 + 98.93) / 2), and mIoU = ``(IoU_defect + IoU_background) / 2`` (its eq. 6); plain pixel
+accuracy is reported too. :func:`binary_classification_scores`: accuracy, precision, recall and
+F1 of the positive (defect) class. :func:`per_label_auc`: ROC AUC per label of a multi-label
+classifier, NaN labels ignored.
+
 Keras metrics
 -------------
 :class:`SeverstalScore`, :class:`DicePerClass` and :class:`MeanIoU` are stateful
@@ -58,6 +68,8 @@ from types import SimpleNamespace
 import numpy as np
 
 __all__ = [
+    "binary_classification_scores",
+    "binary_segmentation_scores",
     "class_keys",
     "ConfusionCounts",
     "confusion_counts",
@@ -71,6 +83,7 @@ __all__ = [
     "keras_metrics",
     "mean_iou",
     "mean_iou_metric",
+    "per_label_auc",
     "pixel_precision_recall",
     "severstal_score",
     "severstal_score_metric",
@@ -310,6 +323,67 @@ def evaluate_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], threshold
     if counts is None:
         raise ValueError("batches is empty")
     return summarise(counts, np.concatenate(dice), class_names)
+
+
+# --------------------------------------------------------------------------- binary tasks, classification
+
+def binary_segmentation_scores(y_true, y_pred, threshold: float | None = None) -> dict[str, float]:
+    """Paper-style scores of one defect class: ``(N, H, W)`` or ``(N, H, W, 1)`` masks (see the module doc).
+
+    Keys: ``precision``, ``recall`` (defect pixels), ``accuracy`` (mean of defect and background
+    recall), ``pixel_accuracy``, ``iou_defect``, ``iou_background``, ``miou`` (their mean).
+    """
+    truth, pred = (array[..., None] if array.ndim == 3 else array for array in (np.asarray(y_true), np.asarray(y_pred)))
+    if truth.shape[-1] != 1:
+        raise ValueError(f"binary_segmentation_scores needs one class, got masks of shape {truth.shape}")
+    counts = confusion_counts(truth, pred, threshold)
+    iou, recall = counts.iou(), counts.recall()
+    return {
+        "precision": float(counts.precision()[1]),
+        "recall": float(recall[1]),
+        "accuracy": float(np.nanmean(recall)) if np.any(~np.isnan(recall)) else float("nan"),
+        "pixel_accuracy": float((counts.tp[1] + counts.tn[1]) / (counts.tp[1] + counts.tn[1] + counts.fp[1] + counts.fn[1])),
+        "iou_defect": float(iou[1]),
+        "iou_background": float(iou[0]),
+        "miou": counts.mean_iou(include_background=True),
+    }
+
+
+def _binary_labels(values, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or not np.isin(array, (0, 1)).all():
+        raise ValueError(f"{name} must be a 1-D array of 0/1 labels, got shape {array.shape}")
+    return array.astype(bool)
+
+
+def binary_classification_scores(y_true, y_pred) -> dict[str, float]:
+    """``accuracy``, ``precision``, ``recall``, ``f1`` of the positive class for ``(N,)`` 0/1 labels (NaN if undefined)."""
+    truth, pred = _binary_labels(y_true, "y_true"), _binary_labels(y_pred, "y_pred")
+    if truth.shape != pred.shape or len(truth) == 0:
+        raise ValueError(f"y_true and y_pred must have the same non-zero length, got {truth.shape} and {pred.shape}")
+    tp, fp, fn = np.sum(truth & pred), np.sum(~truth & pred), np.sum(truth & ~pred)
+    return {
+        "accuracy": float(np.mean(truth == pred)),
+        "precision": float(_divide(np.array([tp]), np.array([tp + fp]))[0]),
+        "recall": float(_divide(np.array([tp]), np.array([tp + fn]))[0]),
+        "f1": float(_divide(np.array([2 * tp]), np.array([2 * tp + fp + fn]))[0]),
+    }
+
+
+def per_label_auc(y_true, y_prob) -> np.ndarray:
+    """ROC AUC per label of ``(N, K)`` arrays, shape ``(K,)``; NaN labels are left out, NaN where one class is missing."""
+    from sklearn.metrics import roc_auc_score
+
+    truth, prob = np.asarray(y_true, dtype=np.float64), np.asarray(y_prob, dtype=np.float64)
+    if truth.ndim != 2 or truth.shape != prob.shape:
+        raise ValueError(f"y_true and y_prob must both be (N, K), got {truth.shape} and {prob.shape}")
+    aucs = np.full(truth.shape[1], np.nan)
+    for k in range(truth.shape[1]):
+        known = ~np.isnan(truth[:, k])
+        labels = truth[known, k]
+        if np.unique(labels).size == 2:
+            aucs[k] = roc_auc_score(labels, prob[known, k])
+    return aucs
 
 
 # --------------------------------------------------------------------------- Keras

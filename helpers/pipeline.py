@@ -1,4 +1,7 @@
-"""``tf.data`` input pipelines for Severstal-layout datasets, and a dataset checker.
+"""``tf.data`` input pipelines for Severstal-layout datasets and for labelled images, and dataset checkers.
+
+:func:`make_image_dataset` yields ``(images, labels)`` batches for classification (pre-training
+corpora, patch classification): any image files resized to one size, ``(N, K)`` label vectors.
 
 :func:`make_dataset` yields ``(images, masks)`` batches: images float32 ``(B, H, W, 1)``
 as raw grey levels in ``[0, 255]`` (backbone-specific scaling is inside the model, see ``helpers.models``),
@@ -37,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
@@ -49,7 +53,9 @@ __all__ = [
     "PROBLEM_COLUMNS",
     "check_dataset",
     "make_dataset",
+    "make_image_dataset",
     "pipeline_rate",
+    "unreadable_images",
     "usable_ids",
 ]
 
@@ -333,25 +339,135 @@ def make_dataset(
         return (image[..., None].astype(np.float32), masks.astype(np.float32))
 
     height, width = out_shape if out_shape is not None else (None, None)
+    return _batched(load, len(ids), (height, width, 1), (height, width, len(classes)), batch_size, training, seed,
+                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_masks")
+
+
+def _batched(
+    load,
+    n_items: int,
+    image_shape: tuple,
+    target_shape: tuple,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    shuffle_buffer: int | None,
+    repeat: bool,
+    drop_remainder: bool,
+    num_parallel_calls: int,
+    name: str,
+) -> tf.data.Dataset:
+    """Seeded, parallel, prefetched batches of ``load(index, draw) -> (image, target)`` over ``n_items`` items.
+
+    Training shuffles the indices (reshuffled every iteration) and pairs each with a draw of a
+    seeded random stream (the augmentation seed); evaluation keeps the order with fixed draws.
+    """
 
     def load_tf(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, masks = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name="load_image_masks")
-        image.set_shape((height, width, 1))
-        masks.set_shape((height, width, len(classes)))
-        return image, masks
+        image, target = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name=name)
+        image.set_shape(image_shape)
+        target.set_shape(target_shape)
+        return image, target
 
-    indices = tf.data.Dataset.range(len(ids))
+    indices = tf.data.Dataset.range(n_items)
     if training:
-        indices = indices.shuffle(shuffle_buffer or len(ids), seed=seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(shuffle_buffer or n_items, seed=seed, reshuffle_each_iteration=True)
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     else:
-        draws = tf.data.Dataset.range(len(ids))  # fixed per image
+        draws = tf.data.Dataset.range(n_items)  # fixed per item
     dataset = tf.data.Dataset.zip((indices, draws))
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.map(load_tf, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def unreadable_images(paths: Sequence[str | os.PathLike], progress: bool = True, num_workers: int | None = None) -> pd.DataFrame:
+    """Files among ``paths`` that cannot be read as grey images: a frame ``file, problem`` (empty = all good)."""
+    workers = (os.cpu_count() or 1) if num_workers is None else checks.positive_int("num_workers", num_workers)
+
+    def problem(path: str | os.PathLike) -> tuple[str, str] | None:
+        try:
+            files.read_grey(path)
+        except (ValueError, OSError) as err:
+            return str(path), str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        found = list(tqdm(pool.map(problem, paths), total=len(paths), disable=not progress, desc="check images", unit="img"))
+    return pd.DataFrame([row for row in found if row is not None], columns=["file", "problem"], dtype=str)
+
+
+def make_image_dataset(
+    paths: Sequence[str | os.PathLike],
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    image_size: Sequence[int] = (256, 256),
+    transforms: A.BaseCompose | None = None,
+    seed: int = 0,
+    skip_bad: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool | None = None,
+    shuffle_buffer: int | None = None,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    check: bool = True,
+    progress: bool = True,
+) -> tf.data.Dataset:
+    """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], labels (B, K) float32)`` for classification.
+
+    ``paths``: image files (any size; each is resized to ``image_size = (H, W)``, area
+    interpolation); ``labels``: ``(N, K)`` targets, NaN where a label is to be ignored (see
+    :func:`helpers.losses.masked_bce`). ``transforms``: albumentations steps applied after the
+    resize, on the image only (e.g. ``augment.train_transforms(crop_size=None, ...)`` flips);
+    default none. Shuffling, seeding, checks (``check``/``skip_bad``: unreadable files raise
+    naming them, or are logged and dropped) and batching as in :func:`make_dataset`.
+    """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    seed = checks.seed(seed)
+    size = rle.validate_shape(tuple(image_size))
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
+    if num_parallel_calls != tf.data.AUTOTUNE:
+        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
+    if skip_bad and not check:
+        raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
+    paths = [str(p) for p in paths]
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2 or len(labels) != len(paths) or len(paths) == 0:
+        raise ValueError(f"need N >= 1 paths and (N, K) labels, got {len(paths)} paths and labels of shape {labels.shape}")
+    if check:
+        problems = unreadable_images(paths, progress=progress)
+        if len(problems):
+            listing = "\n".join(f"  {r.file}: {r.problem}" for r in problems.head(20).itertuples(index=False))
+            if not skip_bad:
+                raise ValueError(f"{len(problems)} unreadable image(s); fix them or pass skip_bad=True to drop them:\n{listing}")
+            logger.warning("dropping %d unreadable image(s):\n%s", len(problems), listing)
+            keep = ~pd.Series(paths).isin(set(problems["file"])).to_numpy()
+            paths, labels = [p for p, k in zip(paths, keep) if k], labels[keep]
+    drop_remainder = bool(training) if drop_remainder is None else bool(drop_remainder)
+    if not paths or (drop_remainder and len(paths) < batch_size):
+        raise ValueError(f"{len(paths)} usable image(s) make no full batch of batch_size={batch_size}")
+    resize = A.Resize(*size, interpolation=cv2.INTER_AREA)
+    local = threading.local()
+
+    def load(index: np.int64, draw: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        index = int(index)
+        image = resize(image=files.read_grey(paths[index]))["image"]
+        if transforms is not None:
+            if not hasattr(local, "transforms"):
+                local.transforms = copy.deepcopy(transforms)
+            augment.reseed(local.transforms, (seed, int(draw) & 0xFFFFFFFFFFFFFFFF))
+            image = local.transforms(image=image)["image"]
+            if image.shape != size:
+                raise ValueError(f"transforms changed the size of {paths[index]} to {image.shape}; expected {size}")
+        return image[..., None].astype(np.float32), labels[index]
+
+    return _batched(load, len(paths), (*size, 1), (labels.shape[1],), batch_size, training, seed,
+                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_labels")
 
 
 def pipeline_rate(dataset: tf.data.Dataset, n_batches: int, warmup: int = 1) -> float:

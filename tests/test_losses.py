@@ -179,3 +179,42 @@ def test_keras_loss_names_and_class_weight_length_check():
     assert loss.__name__ == "bce_dice_loss"
     with pytest.raises(ValueError, match="2 values but y_pred has 3 classes"):
         loss(tf.zeros((1, 2, 2, 3)), tf.zeros((1, 2, 2, 3)))
+
+
+# --------------------------------------------------------------------------- masked multi-label BCE
+
+NAN = float("nan")
+# (labels, probabilities, expected loss): one image per row of hand-computed cases
+MASKED_BCE_CASES = [
+    ([[1.0, 0.0]], [[0.5, 0.5]], np.log(2)),
+    ([[1.0, NAN]], [[0.5, 0.9]], np.log(2)),  # the ignored label does not count, whatever p
+    ([[NAN, NAN]], [[0.3, 0.9]], 0.0),  # nothing known: no loss
+    ([[1.0, 0.0], [NAN, 1.0]], [[0.5, 0.5], [0.1, 0.25]], (np.log(2) + np.log(4)) / 2),
+]
+
+
+@pytest.mark.parametrize("y_true, y_prob, expected", MASKED_BCE_CASES)
+def test_masked_bce_hand_computed(y_true, y_prob, expected):
+    assert losses.masked_bce(y_true, y_prob) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("y_true, y_prob, expected", MASKED_BCE_CASES)
+def test_masked_bce_keras_agrees(y_true, y_prob, expected):
+    per_image = losses.masked_bce_loss()(np.array(y_true, np.float32), np.array(y_prob, np.float32)).numpy()
+    assert float(np.mean(per_image)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_masked_bce_keras_gradient_ignores_unknown_labels():
+    from helpers.backend import tf
+
+    prob = tf.Variable([[0.5, 0.9]])
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(losses.masked_bce_loss()(tf.constant([[1.0, NAN]]), prob))
+    gradient = tape.gradient(value, prob).numpy()
+    assert gradient[0, 1] == 0 and gradient[0, 0] < 0 and np.isfinite(gradient).all()
+
+
+@pytest.mark.parametrize("y_true, y_prob", [([[2.0]], [[0.5]]), ([[1.0]], [[1.5]]), ([1.0, 0.0], [0.5, 0.5]), ([[1.0, 0.0]], [[0.5]])])
+def test_masked_bce_refuses_bad_inputs(y_true, y_prob):
+    with pytest.raises(ValueError):
+        losses.masked_bce(y_true, y_prob)

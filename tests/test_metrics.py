@@ -291,3 +291,53 @@ def test_class_keys_make_valid_metric_names():
     from helpers import metrics as m
 
     assert m.class_keys({1: "class 1", 2: "Blow-hole", 3: "pits"}) == {1: "class_1", 2: "Blow_hole", 3: "pits"}
+
+
+# --------------------------------------------------------------------------- binary tasks, classification
+
+# 2 images of 2x2: truth and prediction of one defect class
+BINARY_TRUE = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]])
+BINARY_PRED = np.array([[[1, 0], [1, 0]], [[0, 0], [0, 0]]])
+# defect: TP 1, FP 1, FN 1 -> precision 1/2, recall 1/2, IoU 1/3; background: TP 5, FP 1, FN 1 -> recall 5/6, IoU 5/7
+
+
+def test_binary_segmentation_scores_hand_computed():
+    scores = metrics.binary_segmentation_scores(BINARY_TRUE, BINARY_PRED)
+    assert scores == pytest.approx({
+        "precision": 0.5, "recall": 0.5, "accuracy": (0.5 + 5 / 6) / 2, "pixel_accuracy": 6 / 8,
+        "iou_defect": 1 / 3, "iou_background": 5 / 7, "miou": (1 / 3 + 5 / 7) / 2,
+    })
+    assert metrics.binary_segmentation_scores(BINARY_TRUE[..., None], BINARY_PRED[..., None]) == scores
+    assert metrics.binary_segmentation_scores(BINARY_TRUE, BINARY_PRED * 0.9, threshold=0.5) == scores
+
+
+def test_binary_segmentation_scores_refuse_several_classes():
+    with pytest.raises(ValueError, match="one class"):
+        metrics.binary_segmentation_scores(TWO_CLASS_TRUE, TWO_CLASS_PRED)
+
+
+@pytest.mark.parametrize("y_true, y_pred, expected", [
+    ([1, 1, 0, 0], [1, 0, 1, 0], {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5}),
+    ([1, 1, 1, 0], [1, 1, 1, 1], {"accuracy": 0.75, "precision": 0.75, "recall": 1.0, "f1": 6 / 7}),
+    ([0, 0], [0, 0], {"accuracy": 1.0, "precision": np.nan, "recall": np.nan, "f1": np.nan}),
+])
+def test_binary_classification_scores(y_true, y_pred, expected):
+    assert metrics.binary_classification_scores(y_true, y_pred) == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize("y_true, y_pred", [([1, 2], [1, 0]), ([1, 0], [1]), ([], []), ([[1]], [[1]])])
+def test_binary_classification_scores_refuse_bad_labels(y_true, y_pred):
+    with pytest.raises(ValueError):
+        metrics.binary_classification_scores(y_true, y_pred)
+
+
+def test_per_label_auc_ignores_nan_and_one_class_labels():
+    nan = np.nan
+    y_true = np.array([[1, 0, 1], [0, 0, nan], [1, 0, 0], [0, 0, 1]])
+    y_prob = np.array([[0.9, 0.1, 0.8], [0.2, 0.2, 0.99], [0.4, 0.3, 0.1], [0.6, 0.4, 0.7]])
+    aucs = metrics.per_label_auc(y_true, y_prob)
+    # label 0: positives 0.9, 0.4 vs negatives 0.2, 0.6 -> 3 of 4 pairs ordered; label 1 has no positive;
+    # label 2 (third row ignored): positives 0.8, 0.7 vs negative 0.1 -> 1.0
+    np.testing.assert_allclose(aucs, [0.75, nan, 1.0])
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        metrics.per_label_auc(y_true[:, 0], y_prob[:, 0])

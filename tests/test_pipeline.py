@@ -244,3 +244,69 @@ def test_check_dataset_bad_arguments(clean):
         pipeline.check_dataset(out_dir, wide, expected_channels=(5,), progress=False)
     with pytest.raises(ValueError, match="shape"):
         pipeline.check_dataset(out_dir, wide, expected_shape=(0, 10), progress=False)
+
+
+# ----------------------------------------------------------------------------- make_image_dataset
+
+
+@pytest.fixture(scope="module")
+def labelled_images(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
+    """6 grey images of different sizes whose mean grey level encodes their index, and (6, 2) labels."""
+    folder = tmp_path_factory.mktemp("labelled")
+    paths = []
+    for index, (height, width) in enumerate([(40, 60), (64, 64), (30, 90), (64, 32), (50, 50), (80, 40)]):
+        paths.append(files.write_image(folder / f"img_{index}.png", np.full((height, width), 20 * index + 10, np.uint8)))
+    labels = np.array([[1, 0], [0, 1], [1, np.nan], [0, 0], [1, 1], [np.nan, 0]], np.float32)
+    return paths, labels
+
+
+def test_image_dataset_resizes_and_keeps_order_and_labels(labelled_images):
+    paths, labels = labelled_images
+    data = pipeline.make_image_dataset(paths, labels, batch_size=4, training=False, image_size=(16, 24), progress=False)
+    images, targets = map(np.concatenate, zip(*[(x.numpy(), y.numpy()) for x, y in data]))
+    assert images.shape == (6, 16, 24, 1) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[:, 0, 0, 0], 20 * np.arange(6) + 10)  # flat images stay flat
+    np.testing.assert_array_equal(np.isnan(targets), np.isnan(labels))
+    np.testing.assert_array_equal(np.nan_to_num(targets), np.nan_to_num(labels))
+
+
+def test_image_dataset_training_is_seeded_and_shuffled(labelled_images):
+    paths, labels = labelled_images
+    transforms = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
+
+    def first_epoch(seed):
+        data = pipeline.make_image_dataset(paths, labels, batch_size=3, training=True, image_size=(16, 16),
+                                           transforms=transforms, seed=seed, progress=False)
+        return np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in data])
+
+    order = first_epoch(0)
+    assert sorted(order) == list(20 * np.arange(6) + 10)  # each image once per epoch (flips keep flat images flat)
+    np.testing.assert_array_equal(first_epoch(0), order)
+    assert any(not np.array_equal(first_epoch(seed), order) for seed in (1, 2, 3))
+
+
+def test_image_dataset_names_unreadable_files_or_skips_them(labelled_images, tmp_path, caplog):
+    paths, labels = labelled_images
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), 2, training=False, progress=False)
+    with caplog.at_level(logging.WARNING):
+        data = pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), 7, training=False,
+                                           image_size=(8, 8), skip_bad=True, progress=False)
+    assert "broken.png" in caplog.text
+    assert sum(int(x.shape[0]) for x, _ in data) == 6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"labels": np.zeros((5, 2))}, "labels of shape"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"image_size": (0, 8)}, "height >= 1"),
+    ({"training": "yes"}, "training"),
+    ({"batch_size": 7, "training": True}, "no full batch"),
+])
+def test_image_dataset_checks_arguments(labelled_images, kwargs, message):
+    paths, labels = labelled_images
+    arguments = {"labels": labels, "batch_size": 2, "training": False, "image_size": (8, 8), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipeline.make_image_dataset(paths, progress=False, **arguments)

@@ -1,0 +1,297 @@
+"""Transfer experiments of the radiograph pre-training method: fine-tune per (task, initialisation, fold).
+
+Initialisations (:data:`INITIALISATIONS`) of the encoder:
+
+- ``random``: no pre-trained weights;
+- ``imagenet``: the backbone's official ImageNet file, looked up offline in ``weights_dir``
+  (:func:`helpers.models.find_weights_file`; a clear error names the missing file);
+- ``radiograph``: encoder weights pre-trained on radiographs (notebook ``05``, written by
+  :func:`helpers.models.save_encoder_weights`), loaded strictly with the layer count reported.
+
+Tasks (:data:`TASKS`) on a Severstal-layout dataset, every defect class merged into one
+"defect" (the paper's tasks are binary):
+
+- ``classification``: defect / no defect per image; encoder + global average pooling + one
+  dense softmax layer over 2 classes, categorical cross-entropy, flips (the paper's recipe);
+- ``segmentation``: defect mask of the defective images only; a segmentation architecture
+  (U-Net by default) with the initialised encoder and a random decoder, BCE + Dice, flips, a
+  small affine transform and brightness/contrast.
+
+Nothing is frozen (the encoder is fine-tuned). Learning rate: cosine from ``learning_rate`` to
+``min_learning_rate`` (the paper: 1e-3 / 5e-3 to 1e-6). Every epoch the validation images are
+scored in numpy (:func:`helpers.metrics.binary_classification_scores`,
+:func:`helpers.metrics.binary_segmentation_scores` at threshold 0.5) and logged as ``val_<score>``,
+which gives the convergence curves; the reported scores are those of the **last** epoch (the
+validation fold is the evaluation fold, so picking the best epoch on it would flatter every
+initialisation).
+
+:func:`cross_validate` runs all (initialisation, fold, training fraction) combinations, each in
+its own folder, and skips the finished ones when re-run (an interrupted sweep resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import augment, checks, losses, metrics, models, pipeline, severstal, train
+from .backend import keras, tf
+
+__all__ = [
+    "CLASSIFICATION_SCORES",
+    "INITIALISATIONS",
+    "SEGMENTATION_SCORES",
+    "TASKS",
+    "build_model",
+    "cross_validate",
+    "defect_labels",
+    "fold_summary",
+    "run_fold",
+    "training_subset",
+]
+
+INITIALISATIONS = ("random", "imagenet", "radiograph")
+TASKS = ("classification", "segmentation")
+CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
+SEGMENTATION_SCORES = ("precision", "recall", "accuracy", "pixel_accuracy", "iou_defect", "iou_background", "miou")
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def defect_labels(wide: pd.DataFrame) -> pd.Series:
+    """``ImageId -> 1`` if any class of the wide table has a mask, else 0."""
+    return (wide[severstal.class_columns(wide)] != "").any(axis=1).astype(int).rename("defect")
+
+
+def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed: int = 0) -> list[str]:
+    """A seeded share ``fraction`` in (0, 1] of ``ids``, per label value (so the class balance stays).
+
+    Subsets are nested: with the same seed, the 25 % subset lies inside the 50 % one.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    ids = sorted(ids)
+    chosen: list[str] = []
+    rng = np.random.default_rng(checks.seed(seed))
+    for value in sorted(labels.reindex(ids).unique()):
+        members = [i for i in ids if labels[i] == value]
+        order = rng.permutation(len(members))
+        chosen += [members[j] for j in order[: max(1, round(fraction * len(members)))]]
+    return sorted(chosen)
+
+
+def _encoder_weights(init: str, weights_dir, radiograph_weights) -> str | None:
+    if init == "imagenet":
+        return "imagenet"
+    if init == "radiograph":
+        if not radiograph_weights or not Path(radiograph_weights).is_file():
+            raise FileNotFoundError(
+                f"initialisation 'radiograph' needs the encoder weights of notebook 05; not found: {radiograph_weights!r}"
+            )
+    return None
+
+
+def build_model(
+    task: str,
+    init: str,
+    backbone: str,
+    image_size: Sequence[int],
+    arch: str = "unet",
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    **options: Any,
+) -> tuple[keras.Model, int]:
+    """The model of ``task`` with its encoder initialised by ``init``, and the number of encoder layers loaded.
+
+    ``image_size = (H, W)``, grey input in [0, 255]. ``options``: backbone options (``alpha`` for
+    mobilenet) and, for segmentation, the architecture's (``decoder_filters``, ...).
+    """
+    _check_choice("task", task, TASKS)
+    _check_choice("init", init, INITIALISATIONS)
+    input_shape = (*image_size, 1)
+    encoder_weights = _encoder_weights(init, weights_dir, radiograph_weights)
+    if task == "classification":
+        model = models.build_classifier(backbone, input_shape, n_outputs=2, activation="softmax",
+                                        encoder_weights=encoder_weights, weights_dir=weights_dir, **options)
+    else:
+        model = models.build_segmenter(arch, backbone, input_shape, classes=1, encoder_weights=encoder_weights,
+                                       weights_dir=weights_dir, **options)
+    if init == "radiograph":
+        loaded = models.load_encoder_weights(model, radiograph_weights, backbone)
+    elif init == "imagenet":
+        loaded = len([layer for layer in models.encoder_layers(model, backbone) if layer.weights and layer.name != models.STEM_NAME])
+    else:
+        loaded = 0
+    return model, loaded
+
+
+class _EpochScores(keras.callbacks.Callback):
+    """Scores the validation images in numpy after every epoch and adds ``val_<score>`` to the logs."""
+
+    def __init__(self, task: str, images: np.ndarray, truth: np.ndarray, batch_size: int):
+        super().__init__()
+        self.task, self.images, self.truth, self.batch_size = task, images, truth, batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        predicted = self.model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        for name, value in _score(self.task, self.truth, predicted).items():
+            if logs is not None:
+                logs[f"val_{name}"] = value
+
+
+def _score(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    if task == "classification":
+        return metrics.binary_classification_scores(truth, predicted.argmax(axis=-1))
+    return metrics.binary_segmentation_scores(truth, predicted.astype(np.float32), threshold=0.5)
+
+
+def _merged_defects(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return images, tf.reduce_max(masks, axis=-1, keepdims=True)
+
+
+def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size):
+    """(training dataset, validation images, validation truth) of ``task``."""
+    size = tuple(int(v) for v in image_size)
+    if task == "classification":
+        labels = defect_labels(wide)
+        onehot = np.eye(2, dtype=np.float32)
+        flips = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
+        train_data = pipeline.make_image_dataset(
+            [Path(data_dir) / "train_images" / i for i in train_ids], onehot[labels.reindex(train_ids).to_numpy()],
+            batch_size, training=True, image_size=size, transforms=flips, seed=seed, progress=False)
+        val_data = pipeline.make_image_dataset(
+            [Path(data_dir) / "train_images" / i for i in val_ids], onehot[labels.reindex(val_ids).to_numpy()],
+            batch_size, training=False, image_size=size, progress=False)
+        images = np.concatenate([x.numpy() for x, _ in val_data])
+        return train_data, images, labels.reindex(val_ids).to_numpy()
+    transforms = augment.train_transforms(crop_size=crop_size, resize_to=size, seed=seed)
+    train_data = pipeline.make_dataset(data_dir, train_ids, wide, batch_size, training=True, seed=seed,
+                                       transforms=transforms, progress=False).map(_merged_defects)
+    val_data = pipeline.make_dataset(data_dir, val_ids, wide, batch_size, training=False, resize_to=size,
+                                     progress=False).map(_merged_defects)
+    batches = [(x.numpy(), m.numpy()) for x, m in val_data]
+    return train_data, np.concatenate([x for x, _ in batches]), np.concatenate([m for _, m in batches]).astype(np.uint8)
+
+
+def run_fold(
+    task: str,
+    init: str,
+    data_dir: str | os.PathLike,
+    wide: pd.DataFrame,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    run_dir: str | os.PathLike,
+    backbone: str = "mobilenet",
+    image_size: Sequence[int] = (256, 256),
+    epochs: int = 30,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    min_learning_rate: float = 1e-6,
+    seed: int = 0,
+    arch: str = "unet",
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    crop_size: Sequence[int] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fine-tune one model and score it on ``val_ids``: ``(scores of the last epoch, epoch log)``.
+
+    ``run_dir`` holds the run (see :func:`helpers.train.fit`; resumable, its last weights in
+    ``last.weights.h5``) and ``scores.json``. For ``segmentation`` pass the defective images only
+    (as the paper does); ``crop_size = (h, w)`` trains on random crops of the ``image_size``
+    images (biased towards defects, several times cheaper) and still validates on whole images.
+    """
+    _check_choice("task", task, TASKS)
+    if crop_size is not None and task == "classification":
+        raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
+    epochs = checks.positive_int("epochs", epochs)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    run_dir = Path(run_dir)
+    keras.backend.clear_session()
+    train.set_seed(seed)
+    train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size)
+    model, loaded = build_model(task, init, backbone, image_size, arch=arch, weights_dir=weights_dir,
+                                radiograph_weights=radiograph_weights, **options)
+    steps = max(1, len(train_ids) // batch_size)
+    schedule = train.WarmupCosine(learning_rate, total_steps=epochs * steps, min_lr=min(min_learning_rate, learning_rate))
+    loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    monitor = "val_f1" if task == "classification" else "val_miou"
+    started = time.perf_counter()
+    log = train.fit(model, train_data, None, run_dir, epochs=epochs, monitor=monitor, mode="max", tensorboard=False,
+                    progress=progress, scorers=[_EpochScores(task, val_images, val_truth, batch_size)])
+    seconds = time.perf_counter() - started
+    last = log.iloc[-1]
+    names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
+    scores = {name: float(last[f"val_{name}"]) for name in names}
+    scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
+               "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "train_seconds": seconds}
+    (run_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    return scores, log
+
+
+def cross_validate(
+    task: str,
+    inits: Sequence[str],
+    data_dir: str | os.PathLike,
+    wide: pd.DataFrame,
+    folds: pd.Series,
+    out_dir: str | os.PathLike,
+    fractions: Sequence[float] = (1.0,),
+    seed: int = 0,
+    progress: bool = True,
+    **settings: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_fold` for every (fraction, initialisation, fold): ``(scores, logs)`` tables.
+
+    ``folds``: ``ImageId -> fold`` (e.g. :func:`helpers.splits.group_kfold`); fold ``k`` is
+    validated on its images after training on the others, reduced to ``fraction`` of them by
+    :func:`training_subset` (validation images unchanged). For ``segmentation`` only the
+    defective images take part. Runs live in ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a run
+    whose ``scores.json`` exists is read back instead of trained again. ``settings`` go to
+    :func:`run_fold`. ``scores`` has one row per run; ``logs`` the epoch logs with
+    ``init, fold, fraction`` columns.
+    """
+    _check_choice("task", task, TASKS)
+    for init in inits:
+        _check_choice("init", init, INITIALISATIONS)
+    labels = defect_labels(wide)
+    folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
+    if folds.isna().any():
+        raise ValueError(f"{int(folds.isna().sum())} image(s) have no fold, e.g. {list(folds.index[folds.isna()][:3])}")
+    combos = [(fraction, init, int(fold)) for fraction in fractions for init in inits for fold in sorted(folds.unique())]
+    rows, logs = [], []
+    for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
+        run_dir = Path(out_dir) / task / init / f"frac{fraction:g}" / f"fold{fold}"
+        train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=seed)
+        val_ids = sorted(folds.index[folds == fold])
+        if (run_dir / "scores.json").is_file():
+            scores, log = json.loads((run_dir / "scores.json").read_text()), train.read_log(run_dir)
+        else:
+            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, seed=seed, **settings)
+        rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
+        logs.append(log.assign(init=init, fold=fold, fraction=fraction))
+    return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
+
+
+def fold_summary(scores: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = ("init",)) -> pd.DataFrame:
+    """``mean ± std`` over folds of ``columns`` per group ``by`` (strings, 4 decimals), plus the fold count ``n``."""
+    grouped = scores.groupby(list(by), sort=False)[list(columns)]
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    table = mean.map(lambda v: f"{v:.4f}") + " ± " + std.map(lambda v: f"{v:.4f}")
+    table["n"] = grouped.size()
+    return table

@@ -1,0 +1,137 @@
+"""Transfer experiments on a tiny hand-made dataset: subsets, initialisations, one fold per task, resumed sweeps."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import files, models, rle, severstal, transfer
+
+SIZE = 32
+MOBILENET = {"backbone": "mobilenet", "alpha": 0.25}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """12 grey 32x32 patches in 4 groups; the even ones hold a bright square defect (one class)."""
+    root = tmp_path_factory.mktemp("transfer") / "patches"
+    rows = {}
+    for index in range(12):
+        image = np.full((SIZE, SIZE), 60 + 5 * (index % 3), np.uint8)
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        if index % 2 == 0:
+            top, left = 4 + index, 6 + index // 2
+            image[top:top + 6, left:left + 6] = 220
+            mask[top:top + 6, left:left + 6] = 1
+        files.write_image(root / "train_images" / f"p{index:02d}.png", image)
+        rows[f"p{index:02d}.png"] = {1: rle.encode(mask)}
+    wide = pd.DataFrame.from_dict(rows, orient="index")
+    wide.index.name = "ImageId"
+    severstal.write_train_csv(wide, root / "train.csv")
+    severstal.write_classes(root, {1: "defect"})
+    wide = severstal.read_dataset(root)
+    folds = pd.Series([(i // 3) % 2 for i in range(12)], index=wide.index, name="fold")
+    return root, wide, folds
+
+
+def test_defect_labels(tiny_dataset):
+    _, wide, _ = tiny_dataset
+    assert transfer.defect_labels(wide).tolist() == [1, 0] * 6
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.25, 4), (0.5, 8), (0.75, 12), (1.0, 16)])
+def test_training_subset_keeps_the_balance_and_nests(fraction, expected):
+    ids = [f"i{k}" for k in range(16)]
+    labels = pd.Series([k % 2 for k in range(16)], index=ids)
+    subset = transfer.training_subset(ids, labels, fraction, seed=3)
+    assert len(subset) == expected and labels[subset].sum() == expected // 2
+    assert set(transfer.training_subset(ids, labels, 0.25, seed=3)) <= set(subset)
+    assert subset == transfer.training_subset(ids, labels, fraction, seed=3)
+
+
+@pytest.mark.parametrize("fraction", [0, 1.5, -0.1])
+def test_training_subset_refuses_bad_fractions(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        transfer.training_subset(["a"], pd.Series([0], index=["a"]), fraction)
+
+
+@pytest.fixture(scope="module")
+def radiograph_weights(tmp_path_factory):
+    """Encoder weights of a 'pre-trained' multi-label classifier (deterministic values)."""
+    model = models.build_classifier("mobilenet", (SIZE, SIZE, 1), n_outputs=3, alpha=0.25)
+    for layer in models.encoder_layers(model, "mobilenet"):
+        if layer.weights and layer.name != models.STEM_NAME:
+            layer.set_weights([np.full(w.shape, 0.01 * (i + 1), np.float32) for i, w in enumerate(layer.get_weights())])
+    path = tmp_path_factory.mktemp("weights") / "radiograph-mobilenet.h5"
+    count = models.save_encoder_weights(model, path, "mobilenet")
+    return path, count
+
+
+@pytest.mark.parametrize("task", transfer.TASKS)
+def test_radiograph_initialisation_loads_every_encoder_layer(task, radiograph_weights):
+    path, saved = radiograph_weights
+    model, loaded = transfer.build_model(task, "radiograph", "mobilenet", (SIZE, SIZE), radiograph_weights=path, alpha=0.25)
+    assert loaded == saved > 20
+    depthwise = model.get_layer("conv_dw_1").get_weights()[0]
+    np.testing.assert_array_equal(depthwise, np.full(depthwise.shape, 0.01, np.float32))
+
+
+def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache with the file either
+    with pytest.raises(FileNotFoundError, match="notebook 05"):
+        transfer.build_model("classification", "radiograph", "mobilenet", (SIZE, SIZE), alpha=0.25)
+    with pytest.raises(FileNotFoundError, match="mobilenet_2_5_224_tf_no_top.h5"):
+        transfer.build_model("classification", "imagenet", "mobilenet", (224, 224), weights_dir=tmp_path, alpha=0.25)
+    with pytest.raises(ValueError, match="random, imagenet, radiograph"):
+        transfer.build_model("classification", "scratch", "mobilenet", (SIZE, SIZE))
+    with pytest.raises(ValueError, match="classification, segmentation"):
+        transfer.build_model("detection", "random", "mobilenet", (SIZE, SIZE))
+
+
+@pytest.mark.parametrize("task, score, crop", [("classification", "f1", None), ("segmentation", "miou", None),
+                                               ("segmentation", "miou", (32, 32))])
+def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tiny_dataset, tmp_path):
+    root, wide, folds = tiny_dataset
+    ids = list(wide.index) if task == "classification" else list(wide.index[transfer.defect_labels(wide) == 1])
+    train_ids, val_ids = ids[: len(ids) // 2], ids[len(ids) // 2:]
+    scores, log = transfer.run_fold(task, "random", root, wide, train_ids, val_ids, tmp_path / "run", image_size=(SIZE, SIZE),
+                                    epochs=2, batch_size=2, learning_rate=1e-3, seed=0, crop_size=crop, **MOBILENET)
+    assert len(log) == 2 and f"val_{score}" in log and log[f"val_{score}"].notna().all()
+    assert scores[score] == pytest.approx(log[f"val_{score}"].iloc[-1])
+    assert scores["n_train"] == len(train_ids) and scores["n_val"] == len(val_ids) and scores["encoder_layers_loaded"] == 0
+    assert json.loads((tmp_path / "run" / "scores.json").read_text())[score] == pytest.approx(scores[score])
+    assert (tmp_path / "run" / "last.weights.h5").is_file()
+
+
+def test_run_fold_refuses_crops_for_classification(tiny_dataset, tmp_path):
+    root, wide, _ = tiny_dataset
+    with pytest.raises(ValueError, match="crop_size is for segmentation"):
+        transfer.run_fold("classification", "random", root, wide, list(wide.index[:4]), list(wide.index[4:]), tmp_path,
+                          crop_size=(16, 16), **MOBILENET)
+
+
+def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tmp_path, monkeypatch):
+    root, wide, folds = tiny_dataset
+    settings = dict(image_size=(SIZE, SIZE), epochs=1, batch_size=2, **MOBILENET)
+    scores, logs = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                           fractions=(0.5, 1.0), progress=False, **settings)
+    assert len(scores) == 4 and sorted(scores["fold"].unique()) == [0, 1]
+    assert scores.groupby("fraction")["n_train"].first().to_dict() == {0.5: 3, 1.0: 6}
+    assert set(logs.columns) >= {"init", "fold", "fraction", "epoch", "val_f1"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(transfer, "run_fold", no_training)
+    again, _ = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                       fractions=(0.5, 1.0), progress=False, **settings)
+    pd.testing.assert_frame_equal(again, scores)
+
+
+def test_fold_summary_formats_mean_and_std():
+    scores = pd.DataFrame({"init": ["a", "a", "b", "b"], "f1": [0.5, 0.7, 1.0, 1.0]})
+    table = transfer.fold_summary(scores, ["f1"])
+    assert table.loc["a", "f1"] == "0.6000 ± 0.1414" and table.loc["b", "f1"] == "1.0000 ± 0.0000"
+    assert table["n"].tolist() == [2, 2]
