@@ -17,8 +17,9 @@ table's ``attrs``: ``"skipped"`` (``{source file: reason}``, also warned about),
 ``"padded"`` (sources smaller than the tile).
 
 Generic converters: :func:`convert_index_masks`, :func:`convert_folder_masks`,
-:func:`convert_tiled_radiographs`; dataset wrappers: :func:`convert_neu_seg`,
-:func:`convert_magnetic_tile`, :func:`convert_gdxray_welds`.
+:func:`convert_tiled_radiographs`, :func:`convert_box_annotations`; dataset wrappers:
+:func:`convert_neu_seg`, :func:`convert_magnetic_tile`, :func:`convert_gdxray_welds`,
+:func:`convert_gdxray_castings` (box converters also note ``"clipped_boxes"``).
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ from tqdm import tqdm
 from . import checks, files, rle, severstal
 
 __all__ = [
+    "BOX_COLUMNS",
+    "GDXRAY_CASTING_CLASSES",
+    "GDXRAY_CASTING_GROUPS",
     "GDXRAY_WELD_CLASSES",
     "MAGNETIC_TILE_CLASS_FOLDERS",
     "MAGNETIC_TILE_FREE_FOLDERS",
     "NEU_SEG_CLASSES",
+    "convert_box_annotations",
     "convert_folder_masks",
+    "convert_gdxray_castings",
     "convert_gdxray_welds",
     "convert_index_masks",
     "convert_magnetic_tile",
     "convert_neu_seg",
     "convert_tiled_radiographs",
+    "read_gdxray_boxes",
     "read_label_image",
     "split_groups",
     "tile_origins",
@@ -65,6 +72,11 @@ MAGNETIC_TILE_CLASS_FOLDERS: dict[str, str] = {
 }
 MAGNETIC_TILE_FREE_FOLDERS: tuple[str, ...] = ("MT_Free",)
 GDXRAY_WELD_CLASSES: dict[int, str] = {1: "defect"}
+GDXRAY_CASTING_CLASSES: dict[int, str] = {1: "defect"}
+# Series folded into another one's group: C0002's readme says "crops of C0001 with defects"
+# (C0002_0016.png matches a region of C0001_0013.png with correlation 0.999).
+GDXRAY_CASTING_GROUPS: dict[str, str] = {"C0002": "C0001"}
+BOX_COLUMNS = ("image", "x1", "x2", "y1", "y2")
 
 PathLike = str | os.PathLike
 _TRAIN_IMAGES = "train_images"
@@ -601,15 +613,8 @@ def _tile_radiographs(
         sources.append((image, Path(mask)))
     if not sources:
         raise ValueError(f"no radiograph with a mask among {len(stems)} pair(s)")
-    groups = [image.stem for image, _ in sources]
-    if val_groups is None:
-        split_of = split_groups(groups, val_fraction, seed)
-    else:
-        val = {str(g) for g in ([val_groups] if isinstance(val_groups, str) else val_groups)}
-        unknown = sorted(val - set(groups))
-        if unknown:
-            raise ValueError(f"val_groups {unknown} are not converted radiographs; allowed: {sorted(groups)}")
-        split_of = {g: ("val" if g in val else "train") for g in groups}
+    stems = [image.stem for image, _ in sources]
+    split_of = _split_of_groups(stems, val_groups, val_fraction, seed, "converted radiographs")
     output = _Output(Path(out_dir), class_names, overwrite)
     output.skipped.update(skipped)
 
@@ -618,20 +623,43 @@ def _tile_radiographs(
             image = files.read_grey(image_path)
             mask = _binary(mask_path, threshold)
             _check_size(mask_path, mask.shape, image_path, image.shape)
-            height, width = image.shape
-            if height < tile or width < tile:
-                output.padded.append(image_path.name)
-                pad = ((0, max(0, tile - height)), (0, max(0, tile - width)))
-                image, mask = np.pad(image, pad), np.pad(mask, pad)
-            stem = image_path.stem
-            for y in tile_origins(height, tile, stride):
-                for x in tile_origins(width, tile, stride):
-                    image_id = f"{stem}_y{y:04d}_x{x:04d}.png"
-                    crop = np.ascontiguousarray(image[y : y + tile, x : x + tile])
-                    files.write_image(output.claim(image_id, image_path), crop)
-                    output.add(image_id, {1: mask[y : y + tile, x : x + tile]}, (tile, tile), split_of[stem], stem)
+            _add_tiles(output, image_path, image, mask, tile, stride, split_of[image_path.stem], image_path.stem)
 
     return _run(output, body)
+
+
+def _split_of_groups(
+    groups: Sequence[str], val_groups: Sequence[str] | None, val_fraction: float, seed: int, what: str
+) -> dict[str, str]:
+    """``{group: split}``: ``val_groups`` go to ``val`` (each must be one of ``groups``), else a seeded fraction."""
+    if val_groups is None:
+        return split_groups(groups, val_fraction, seed)
+    val = {str(g) for g in ([val_groups] if isinstance(val_groups, str) else val_groups)}
+    unknown = sorted(val - set(groups))
+    if unknown:
+        raise ValueError(f"val_groups {unknown} are not {what}; allowed: {sorted(set(groups))}")
+    return {g: ("val" if g in val else "train") for g in groups}
+
+
+def _add_tiles(
+    output: _Output, source: Path, image: np.ndarray, mask: np.ndarray, tile: int, stride: int, split: str, group: str
+) -> None:
+    """Write the ``tile x tile`` PNG tiles of a grey ``image (H, W)`` and bool ``mask (H, W)`` of one source.
+
+    ImageId = ``<stem>_y<top:04d>_x<left:04d>.png``; a source smaller than ``tile`` is
+    zero-padded at the bottom/right and listed in ``output.padded``.
+    """
+    height, width = image.shape
+    if height < tile or width < tile:
+        output.padded.append(source.name)
+        pad = ((0, max(0, tile - height)), (0, max(0, tile - width)))
+        image, mask = np.pad(image, pad), np.pad(mask, pad)
+    for y in tile_origins(height, tile, stride):
+        for x in tile_origins(width, tile, stride):
+            image_id = f"{source.stem}_y{y:04d}_x{x:04d}.png"
+            crop = np.ascontiguousarray(image[y : y + tile, x : x + tile])
+            files.write_image(output.claim(image_id, source), crop)
+            output.add(image_id, {1: mask[y : y + tile, x : x + tile]}, (tile, tile), split, group)
 
 
 def convert_gdxray_welds(
@@ -673,3 +701,219 @@ def convert_gdxray_welds(
         pairs, out_dir, tile, stride, val_groups, val_fraction, seed,
         threshold=0, class_name=GDXRAY_WELD_CLASSES[1], overwrite=overwrite, progress=progress, skip_reasons=reasons,
     )
+
+
+# ----------------------------------------------------------------------------- 4. box annotations (GDXray Castings)
+
+
+def _check_boxes(boxes: pd.DataFrame, names: set[str]) -> pd.DataFrame:
+    """``boxes`` with a ``where`` column (source of each box, for messages), checked for order and images."""
+    missing = [c for c in BOX_COLUMNS if c not in boxes.columns]
+    if missing:
+        raise ValueError(f"boxes need the columns {list(BOX_COLUMNS)} (+ optional 'where'), missing {missing}")
+    boxes = boxes.reset_index(drop=True).copy()
+    if "where" not in boxes.columns:
+        boxes["where"] = [f"box {k} ({image})" for k, image in enumerate(boxes["image"])]
+    boxes["image"] = [Path(str(image)).name for image in boxes["image"]]
+    coordinates = boxes[["x1", "x2", "y1", "y2"]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    for k, row in enumerate(coordinates.itertuples(index=False)):
+        where = boxes["where"].iloc[k]
+        if boxes["image"].iloc[k] not in names:
+            raise ValueError(f"{where}: image {boxes['image'].iloc[k]!r} is not among the images to convert")
+        if not np.isfinite(row).all():
+            given = boxes.iloc[k][["x1", "x2", "y1", "y2"]].tolist()
+            raise ValueError(f"{where}: box coordinates must be numbers, got {given}")
+        if row.x2 < row.x1 or row.y2 < row.y1:
+            raise ValueError(
+                f"{where}: box x1={row.x1:g} x2={row.x2:g} y1={row.y1:g} y2={row.y2:g} needs x1 <= x2 and y1 <= y2"
+            )
+    boxes[["x1", "x2", "y1", "y2"]] = coordinates
+    return boxes
+
+
+def _box_mask(boxes: pd.DataFrame, shape: tuple[int, int], clipped: list[str]) -> np.ndarray:
+    """Bool ``(H, W)`` union of 1-based inclusive boxes; parts past the image are clipped (noted in ``clipped``)."""
+    height, width = shape
+    mask = np.zeros(shape, dtype=bool)
+    for row in boxes.itertuples(index=False):
+        x0, x1 = int(np.floor(row.x1 + 0.5)) - 1, int(np.floor(row.x2 + 0.5))  # 0-based, end exclusive
+        y0, y1 = int(np.floor(row.y1 + 0.5)) - 1, int(np.floor(row.y2 + 0.5))
+        cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, width), max(y0, 0), min(y1, height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            raise ValueError(
+                f"{row.where}: box x1={row.x1:g} x2={row.x2:g} y1={row.y1:g} y2={row.y2:g} lies outside the "
+                f"{width}x{height} (WxH) image {row.image}"
+            )
+        if (cx0, cx1, cy0, cy1) != (x0, x1, y0, y1):
+            clipped.append(
+                f"{row.where}: x {row.x1:g}..{row.x2:g}, y {row.y1:g}..{row.y2:g} clipped to "
+                f"x {cx0 + 1}..{cx1}, y {cy0 + 1}..{cy1} ({width}x{height} image {row.image})"
+            )
+        mask[cy0:cy1, cx0:cx1] = True
+    return mask
+
+
+def convert_box_annotations(
+    images: Sequence[PathLike],
+    boxes: pd.DataFrame,
+    out_dir: PathLike,
+    tile: int | None = 256,
+    stride: int | None = None,
+    groups: Mapping[str, str] | None = None,
+    val_groups: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    class_name: str = "defect",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Grey images with rectangular defect boxes -> box masks of one class, whole or tiled.
+
+    ``boxes``: one row per box with columns ``image`` (file name of one of ``images``) and
+    ``x1, x2, y1, y2`` -- 1-based pixel coordinates, inclusive (the box covers columns
+    ``x1..x2`` and rows ``y1..y2``, MATLAB's convention, as GDXray's ``ground_truth.txt``);
+    non-integers are rounded. An optional ``where`` column names each box's source in
+    messages (e.g. ``C0001/ground_truth.txt line 5``). Images without a box are defect-free.
+    A box reaching past the image is clipped, listed in ``attrs['clipped_boxes']`` and
+    warned about; ``x2 < x1``, ``y2 < y1``, non-numbers or a box wholly outside its image
+    raise ``ValueError`` naming the box. ``tile=None``: whole images (bytes copied
+    unchanged, ImageId = file name); else ``tile x tile`` PNG tiles as in
+    :func:`convert_tiled_radiographs` (ImageId ``<stem>_y<top>_x<left>.png``, small images
+    padded). ``groups``: image stem -> group (default: the stem); split by group,
+    ``val_groups`` or a seeded ``val_fraction`` of the groups.
+    """
+    if tile is not None:
+        tile = checks.positive_int("tile", tile)
+        stride = tile if stride is None else checks.positive_int("stride", stride)
+        tile_origins(tile, tile, stride)  # validates stride <= tile
+    elif stride is not None:
+        raise ValueError(f"stride needs a tile size; got tile=None and stride={stride!r}")
+    checks.fraction(val_fraction)
+    class_names = _class_names({1: class_name})
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise ValueError("images is empty; pass the image files to convert")
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise ValueError(f"two images share the stem {path.stem!r}: {stems[path.stem]} and {path}")
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        stems[path.stem] = path
+    unknown_groups = sorted(set(groups or {}) - set(stems))
+    if unknown_groups:
+        raise ValueError(f"groups names {len(unknown_groups)} stem(s) that are not images, e.g. {unknown_groups[:3]}")
+    group_of = {stem: str((groups or {}).get(stem, stem)) for stem in stems}
+    boxes = _check_boxes(boxes, {p.name for p in paths})
+    by_image = {name: rows for name, rows in boxes.groupby("image", sort=False)}
+    split_of = _split_of_groups(list(group_of.values()), val_groups, val_fraction, seed, "groups of the images")
+    output = _Output(Path(out_dir), class_names, overwrite)
+    clipped: list[str] = []
+
+    def body() -> None:
+        for path in tqdm(paths, desc="box annotations", unit="image", disable=not progress):
+            group = group_of[path.stem]
+            if tile is None:
+                shape = files.image_size(path)
+                mask = _box_mask(by_image.get(path.name, boxes.iloc[:0]), shape, clipped)
+                shutil.copyfile(path, output.claim(path.name, path))
+                output.add(path.name, {1: mask}, shape, split_of[group], group)
+            else:
+                image = files.read_grey(path)
+                mask = _box_mask(by_image.get(path.name, boxes.iloc[:0]), image.shape, clipped)
+                _add_tiles(output, path, image, mask, tile, stride, split_of[group], group)
+
+    table = _run(output, body)
+    table.attrs["clipped_boxes"] = list(clipped)
+    if clipped:
+        listed = "; ".join(clipped[:3])
+        _warn(f"clipped {len(clipped)} box(es) reaching past their image (see table.attrs['clipped_boxes']): {listed}")
+    return table
+
+
+def read_gdxray_boxes(series_dir: PathLike) -> pd.DataFrame:
+    """Boxes of one GDXray series: ``<series>/ground_truth.txt`` rows ``image_index x1 x2 y1 y2``.
+
+    Returns the ``boxes`` table of :func:`convert_box_annotations` (``image`` =
+    ``<series>_<index:04d>.png``, 1-based index; ``where`` = file and line). A row without
+    five numbers, a non-integer or < 1 index, or an index without its image raises
+    ``ValueError`` naming the file and line.
+    """
+    series_dir = Path(series_dir)
+    path = series_dir / "ground_truth.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ground truth not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{series_dir.name}/{path.name} line {number}"
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            values = []
+        if len(values) != 5:
+            raise ValueError(f"{where}: expected 5 numbers 'image_index x1 x2 y1 y2', got {line.strip()!r}")
+        index = values[0]
+        if index != int(index) or index < 1:
+            raise ValueError(f"{where}: image index must be an integer >= 1 (1-based), got {index:g}")
+        image = f"{series_dir.name}_{int(index):04d}.png"
+        if not (series_dir / image).is_file():
+            raise ValueError(f"{where}: image index {int(index)} has no image {series_dir / image}")
+        rows.append((image, *values[1:], where))
+    return pd.DataFrame(rows, columns=[*BOX_COLUMNS, "where"])
+
+
+def convert_gdxray_castings(
+    src_dir: PathLike,
+    out_dir: PathLike,
+    tile: int | None = 256,
+    stride: int | None = None,
+    val_groups: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    groups: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """GDXray Castings: series ``C00xx/C00xx_<index:04d>.png`` + ``C00xx/ground_truth.txt`` boxes.
+
+    Boxes (:func:`read_gdxray_boxes`; 1-based inclusive pixel coordinates, the convention
+    of the series' MATLAB display demo) become masks of one class ``defect``; images
+    without a box are kept as defect-free. A few real boxes reach one pixel past the
+    image (``x1 = 0``, ``x2 = width + 1``): they are clipped and reported. Tiling as in
+    :func:`convert_box_annotations` (``tile=None``: whole images). Group = series, except
+    the series merged by ``groups`` (series -> group; default
+    :data:`GDXRAY_CASTING_GROUPS`: ``C0002`` holds crops of ``C0001`` radiographs, so it
+    joins ``C0001``); whole groups go to one split (``val_groups`` takes group ids such as
+    ``C0019``). A series without ``ground_truth.txt`` is skipped and listed in
+    ``attrs['skipped']`` (with a warning).
+    """
+    src_dir = Path(src_dir)
+    if not src_dir.is_dir():
+        raise FileNotFoundError(f"GDXray castings folder not found: {src_dir}")
+    series = sorted(d for d in src_dir.iterdir() if d.is_dir() and re.fullmatch(r"C\d{4}", d.name))
+    if not series:
+        raise ValueError(f"no series folders C<nnnn> in {src_dir}")
+    merged = dict(GDXRAY_CASTING_GROUPS if groups is None else groups)
+    images: list[Path] = []
+    tables: list[pd.DataFrame] = []
+    skipped: dict[str, str] = {}
+    for folder in series:
+        if not (folder / "ground_truth.txt").is_file():
+            skipped[folder.name] = "no ground_truth.txt"
+            continue
+        tables.append(read_gdxray_boxes(folder))
+        images += [p for p in files.list_images(folder) if re.fullmatch(rf"{folder.name}_\d{{4}}", p.stem)]
+    if not images:
+        raise ValueError(f"no series with ground_truth.txt and C<nnnn>_<index>.png images in {src_dir}")
+    group_of = {p.stem: str(merged.get(p.parent.name, p.parent.name)) for p in images}
+    table = convert_box_annotations(
+        images, pd.concat(tables, ignore_index=True), out_dir, tile=tile, stride=stride, groups=group_of,
+        val_groups=val_groups, val_fraction=val_fraction, seed=seed, class_name=GDXRAY_CASTING_CLASSES[1],
+        overwrite=overwrite, progress=progress,
+    )
+    table.attrs["skipped"] = {**table.attrs["skipped"], **skipped}
+    if skipped:
+        _warn(f"skipped {len(skipped)} series without ground truth (see table.attrs['skipped']): {sorted(skipped)}")
+    return table

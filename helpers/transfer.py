@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import augment, checks, losses, metrics, models, pipeline, severstal, train
+from . import augment, checks, datasets, losses, metrics, models, pipeline, train
 from .backend import keras, tf
 
 __all__ = [
@@ -51,10 +51,12 @@ __all__ = [
     "SEGMENTATION_SCORES",
     "TASKS",
     "build_model",
+    "check_initialisations",
     "cross_validate",
-    "defect_labels",
+    "find_radiograph_encoder",
     "fold_summary",
     "run_fold",
+    "run_path",
     "training_subset",
 ]
 
@@ -68,11 +70,6 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return value
-
-
-def defect_labels(wide: pd.DataFrame) -> pd.Series:
-    """``ImageId -> 1`` if any class of the wide table has a mask, else 0."""
-    return (wide[severstal.class_columns(wide)] != "").any(axis=1).astype(int).rename("defect")
 
 
 def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed: int = 0) -> list[str]:
@@ -104,6 +101,60 @@ def _encoder_weights(init: str, weights_dir, radiograph_weights) -> str | None:
     return None
 
 
+def find_radiograph_encoder(pretrained_dir: str | os.PathLike, backbone: str, **backbone_options: Any) -> dict | None:
+    """The newest manifest ``<pretrained_dir>/*.json`` (written by notebook 05) of an encoder for this backbone, or None.
+
+    A manifest holds at least ``weights`` (the ``.h5`` path), ``backbone`` and the backbone
+    options it was built with (``alpha`` for mobilenet); options must match.
+    """
+    folder = Path(pretrained_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob("*.json"):
+        manifest = json.loads(path.read_text())
+        if manifest.get("backbone") == backbone and all(manifest.get(k) == v for k, v in backbone_options.items()):
+            found.append((path.stat().st_mtime, path.name, manifest))
+    return max(found, key=lambda item: item[:2])[2] if found else None
+
+
+def check_initialisations(
+    inits: Sequence[str],
+    backbone: str,
+    image_size: Sequence[int],
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    pretrained_dir: str | os.PathLike | None = None,
+    **backbone_options: Any,
+) -> dict[str, Any]:
+    """Which of ``inits`` can run here, and why the others cannot.
+
+    ``imagenet`` needs the official file (:func:`helpers.models.find_weights_file`);
+    ``radiograph`` needs ``radiograph_weights``, or else the newest matching manifest in
+    ``pretrained_dir`` (:func:`find_radiograph_encoder`). Returns ``{"available": [...],
+    "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
+    """
+    for init in inits:
+        _check_choice("init", init, INITIALISATIONS)
+    found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
+    if "imagenet" in inits:
+        try:
+            found["imagenet_file"] = str(models.find_weights_file(backbone, weights_dir, (*image_size, 1), **backbone_options))
+        except FileNotFoundError as err:
+            found["skipped"]["imagenet"] = str(err)
+    if "radiograph" in inits:
+        if not radiograph_weights and pretrained_dir is not None:
+            found["manifest"] = find_radiograph_encoder(pretrained_dir, backbone, **backbone_options)
+            radiograph_weights = found["manifest"]["weights"] if found["manifest"] else None
+        if radiograph_weights and Path(radiograph_weights).is_file():
+            found["radiograph_weights"] = str(radiograph_weights)
+        else:
+            where = radiograph_weights or f"no manifest for {backbone} {backbone_options or ''} in {pretrained_dir}"
+            found["skipped"]["radiograph"] = f"no radiograph-pretrained encoder ({where}): run notebook 05 first"
+    found["available"] = [init for init in inits if init not in found["skipped"]]
+    return found
+
+
 def build_model(
     task: str,
     init: str,
@@ -116,7 +167,8 @@ def build_model(
 ) -> tuple[keras.Model, int]:
     """The model of ``task`` with its encoder initialised by ``init``, and the number of encoder layers loaded.
 
-    ``image_size = (H, W)``, grey input in [0, 255]. ``options``: backbone options (``alpha`` for
+    ``image_size = (H, W)``, grey input in [0, 255] (segmenters take any multiple of 32 and
+    ignore it, except to find the ImageNet file). ``options``: backbone options (``alpha`` for
     mobilenet) and, for segmentation, the architecture's (``decoder_filters``, ...).
     """
     _check_choice("task", task, TASKS)
@@ -126,8 +178,8 @@ def build_model(
     if task == "classification":
         model = models.build_classifier(backbone, input_shape, n_outputs=2, activation="softmax",
                                         encoder_weights=encoder_weights, weights_dir=weights_dir, **options)
-    else:
-        model = models.build_segmenter(arch, backbone, input_shape, classes=1, encoder_weights=encoder_weights,
+    else:  # any size: trained on crops, validated on whole patches
+        model = models.build_segmenter(arch, backbone, (None, None, 1), classes=1, encoder_weights=encoder_weights,
                                        weights_dir=weights_dir, **options)
     if init == "radiograph":
         loaded = models.load_encoder_weights(model, radiograph_weights, backbone)
@@ -166,7 +218,7 @@ def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, 
     """(training dataset, validation images, validation truth) of ``task``."""
     size = tuple(int(v) for v in image_size)
     if task == "classification":
-        labels = defect_labels(wide)
+        labels = datasets.defect_labels(wide)
         onehot = np.eye(2, dtype=np.float32)
         flips = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
         train_data = pipeline.make_image_dataset(
@@ -214,12 +266,13 @@ def run_fold(
     ``last.weights.h5``) and ``scores.json``. For ``segmentation`` pass the defective images only
     (as the paper does); ``crop_size = (h, w)`` trains on random crops of the ``image_size``
     images (biased towards defects, several times cheaper) and still validates on whole images.
+    ``batch_size`` is lowered to the number of training images when they are fewer.
     """
     _check_choice("task", task, TASKS)
     if crop_size is not None and task == "classification":
         raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
     epochs = checks.positive_int("epochs", epochs)
-    batch_size = checks.positive_int("batch_size", batch_size)
+    batch_size = min(checks.positive_int("batch_size", batch_size), len(train_ids))  # tiny subsets: one batch per epoch
     run_dir = Path(run_dir)
     keras.backend.clear_session()
     train.set_seed(seed)
@@ -239,9 +292,15 @@ def run_fold(
     names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
     scores = {name: float(last[f"val_{name}"]) for name in names}
     scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
-               "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "train_seconds": seconds}
+               "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
+               "train_seconds": seconds}
     (run_dir / "scores.json").write_text(json.dumps(scores, indent=2))
     return scores, log
+
+
+def run_path(out_dir: str | os.PathLike, task: str, init: str, fraction: float, fold: int) -> Path:
+    """Folder of one run of :func:`cross_validate`: ``out_dir/<task>/<init>/frac<fraction>/fold<fold>``."""
+    return Path(out_dir) / task / init / f"frac{float(fraction):g}" / f"fold{int(fold)}"
 
 
 def cross_validate(
@@ -269,14 +328,14 @@ def cross_validate(
     _check_choice("task", task, TASKS)
     for init in inits:
         _check_choice("init", init, INITIALISATIONS)
-    labels = defect_labels(wide)
+    labels = datasets.defect_labels(wide)
     folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
     if folds.isna().any():
         raise ValueError(f"{int(folds.isna().sum())} image(s) have no fold, e.g. {list(folds.index[folds.isna()][:3])}")
     combos = [(fraction, init, int(fold)) for fraction in fractions for init in inits for fold in sorted(folds.unique())]
     rows, logs = [], []
     for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
-        run_dir = Path(out_dir) / task / init / f"frac{fraction:g}" / f"fold{fold}"
+        run_dir = run_path(out_dir, task, init, fraction, fold)
         train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=seed)
         val_ids = sorted(folds.index[folds == fold])
         if (run_dir / "scores.json").is_file():

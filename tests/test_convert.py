@@ -568,3 +568,176 @@ def test_converters_emit_no_warning_on_clean_data(index_src, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         convert.convert_index_masks(index_src / "images", index_src / "masks", tmp_path / "out", NAMES, progress=False)
+
+
+# ----------------------------------------------------------------------------- box annotations (GDXray Castings)
+
+# series -> {image index: (H, W)}; C0002 holds crops of C0001 (grouped with it), C0003 is another part
+CASTING_SHAPES = {"C0001": {1: (20, 30), 2: (20, 30), 3: (20, 30)}, "C0002": {1: (12, 10)}, "C0003": {1: (18, 16), 2: (18, 16)}}
+# ground_truth.txt rows: image_index x1 x2 y1 y2 (1-based, inclusive), written like GDXray's MATLAB export
+CASTING_BOXES = {
+    "C0001": [(1, 3, 5, 2, 4), (1, 20, 30, 18, 20), (2, 1, 1, 1, 1)],  # two boxes in image 1, a corner pixel in 2; 3 has none
+    "C0002": [(1, 2, 4, 9, 12)],
+    "C0003": [(2, 16, 16, 1, 18)],  # the last column
+}
+
+
+def box_mask(shape: tuple[int, int], boxes: list[tuple[float, ...]]) -> np.ndarray:
+    """Expected mask: columns x1..x2 and rows y1..y2 (1-based, inclusive)."""
+    mask = np.zeros(shape, bool)
+    for _, x1, x2, y1, y2 in boxes:
+        mask[int(y1) - 1 : int(y2), int(x1) - 1 : int(x2)] = True
+    return mask
+
+
+def write_ground_truth(folder: Path, rows: list[tuple[float, ...]]) -> None:
+    (folder / "ground_truth.txt").write_text("".join("".join(f"{v:16.7e}" for v in row) + "\n" for row in rows))
+
+
+@pytest.fixture
+def castings(tmp_path: Path) -> Path:
+    src = tmp_path / "castings"
+    for series, shapes in CASTING_SHAPES.items():
+        for index, shape in shapes.items():
+            save(src / series / f"{series}_{index:04d}.png", grey(*shape, index * 11 + len(series)))
+        write_ground_truth(src / series, CASTING_BOXES[series])
+        (src / series / f"{series}_readme.txt").write_text("readme")
+    return src
+
+
+def expected_casting_masks() -> dict[str, np.ndarray]:
+    return {
+        f"{series}_{index:04d}": box_mask(shape, [b for b in CASTING_BOXES[series] if b[0] == index])
+        for series, shapes in CASTING_SHAPES.items()
+        for index, shape in shapes.items()
+    }
+
+
+def test_castings_whole_images_give_exact_box_masks(castings, tmp_path):
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = convert.convert_gdxray_castings(castings, out, tile=None, val_groups=["C0003"], progress=False)
+    expected = expected_casting_masks()
+    assert sorted(table.index) == sorted(f"{stem}.png" for stem in expected)
+    for stem, mask in expected.items():
+        row = table.loc[f"{stem}.png"]
+        assert (row["Height"], row["Width"]) == mask.shape
+        np.testing.assert_array_equal(rle.decode(row[1], mask.shape).astype(bool), mask)
+        source = castings / stem[:5] / f"{stem}.png"
+        assert (out / "train_images" / f"{stem}.png").read_bytes() == source.read_bytes()
+    assert table.loc["C0001_0003.png", 1] == ""  # no box: kept, defect-free, not in train.csv
+    assert "C0001_0003.png" not in set(train_rows(out)["ImageId"])
+    assert severstal.read_classes(out) == {1: "defect"}
+    pd.testing.assert_frame_equal(table, severstal.read_dataset(out))
+    splits = severstal.read_splits(out)
+    assert splits["group"].to_dict() == {
+        "C0001_0001.png": "C0001", "C0001_0002.png": "C0001", "C0001_0003.png": "C0001",
+        "C0002_0001.png": "C0001", "C0003_0001.png": "C0003", "C0003_0002.png": "C0003",
+    }
+    assert splits.groupby("group")["split"].unique().map(list).to_dict() == {"C0001": ["train"], "C0003": ["val"]}
+    assert table.attrs["clipped_boxes"] == [] and table.attrs["skipped"] == {}
+
+
+@pytest.mark.parametrize("stride", [8, 5])
+def test_castings_tiles_reassemble_to_the_box_masks(castings, tmp_path, stride):
+    out = tmp_path / "out"
+    table = convert.convert_gdxray_castings(castings, out, tile=8, stride=stride, progress=False)
+    for stem, mask in expected_casting_masks().items():
+        _, rebuilt, count = reassemble(out, table, stem, mask.shape)
+        height, width = mask.shape
+        np.testing.assert_array_equal(rebuilt[:height, :width].astype(bool), mask)
+        assert count[:height, :width].min() >= 1
+    assert (table["Height"] == 8).all() and (table["Width"] == 8).all()
+    assert audit.check_group_splits(severstal.read_splits(out)).empty
+    defect_free = table.index[table[1] == ""]
+    assert len(defect_free) and not set(defect_free) & set(train_rows(out)["ImageId"])
+
+
+@pytest.mark.parametrize("fraction, seed", [(0.5, 0), (0.5, 1), (0.5, 2), (0.0, 0)])
+def test_castings_groups_never_span_splits(castings, tmp_path, fraction, seed):
+    convert.convert_gdxray_castings(castings, tmp_path / "out", tile=8, val_fraction=fraction, seed=seed, progress=False)
+    splits = severstal.read_splits(tmp_path / "out")
+    assert audit.check_group_splits(splits).empty
+    assert splits["group"].nunique() == 2  # C0002 joins C0001
+    assert splits["split"].nunique() == (2 if fraction else 1)
+    ungrouped = convert.convert_gdxray_castings(castings, tmp_path / "own", tile=8, groups={}, progress=False)
+    assert severstal.read_splits(tmp_path / "own")["group"].nunique() == 3 and len(ungrouped)
+
+
+def test_castings_clip_boxes_past_the_edge(castings, tmp_path):
+    write_ground_truth(castings / "C0003", [(1, 0, 2, 17, 19), (2, 16, 17, 1, 18)])  # x1 = 0, y2 = H + 1, x2 = W + 1
+    with pytest.warns(UserWarning, match=r"clipped 2 box\(es\)"):
+        table = convert.convert_gdxray_castings(castings, tmp_path / "out", tile=None, progress=False)
+    assert table.attrs["clipped_boxes"] == [
+        "C0003/ground_truth.txt line 1: x 0..2, y 17..19 clipped to x 1..2, y 17..18 (16x18 image C0003_0001.png)",
+        "C0003/ground_truth.txt line 2: x 16..17, y 1..18 clipped to x 16..16, y 1..18 (16x18 image C0003_0002.png)",
+    ]
+    np.testing.assert_array_equal(rle.decode(table.loc["C0003_0001.png", 1], (18, 16)), box_mask((18, 16), [(1, 1, 2, 17, 18)]))
+
+
+@pytest.mark.parametrize(
+    "series, text, error, pattern",
+    [
+        ("C0001", "1 5 3 2 4\n", ValueError, r"C0001/ground_truth\.txt line 1: box x1=5 x2=3 y1=2 y2=4 needs x1 <= x2 and y1 <= y2"),
+        ("C0001", "1 3 5 2 4\n2 3 5 9 4\n", ValueError, r"C0001/ground_truth\.txt line 2: box .* needs x1 <= x2 and y1 <= y2"),
+        ("C0001", "1 3 5 2\n", ValueError, r"C0001/ground_truth\.txt line 1: expected 5 numbers 'image_index x1 x2 y1 y2', got '1 3 5 2'"),
+        ("C0001", "1 3 five 2 4\n", ValueError, r"line 1: expected 5 numbers"),
+        ("C0003", "\n3 1 2 1 2\n", ValueError, r"C0003/ground_truth\.txt line 2: image index 3 has no image .*C0003_0003\.png"),
+        ("C0003", "1.5 1 2 1 2\n", ValueError, r"line 1: image index must be an integer >= 1 \(1-based\), got 1\.5"),
+        ("C0003", "0 1 2 1 2\n", ValueError, r"line 1: image index must be an integer >= 1"),
+        ("C0003", "1 40 50 1 2\n", ValueError, r"C0003/ground_truth\.txt line 1: box x1=40 x2=50 y1=1 y2=2 lies outside the 16x18 \(WxH\) image C0003_0001\.png"),
+    ],
+)
+def test_castings_errors_name_file_and_line(castings, tmp_path, series, text, error, pattern):
+    (castings / series / "ground_truth.txt").write_text(text)
+    with pytest.raises(error, match=pattern):
+        convert.convert_gdxray_castings(castings, tmp_path / "out", tile=8, progress=False)
+    assert not (tmp_path / "out" / "train_images").exists() and not (tmp_path / "out" / "train_images.partial").exists()
+
+
+def test_castings_series_without_ground_truth_is_skipped(castings, tmp_path):
+    (castings / "C0003" / "ground_truth.txt").unlink()
+    with pytest.warns(UserWarning, match=r"skipped 1 series without ground truth .*\['C0003'\]"):
+        table = convert.convert_gdxray_castings(castings, tmp_path / "out", tile=None, progress=False)
+    assert table.attrs["skipped"] == {"C0003": "no ground_truth.txt"}
+    assert not any(i.startswith("C0003") for i in table.index)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"val_groups": ["C0002"]}, r"val_groups \['C0002'\] are not groups of the images; allowed: \['C0001', 'C0003'\]"),
+        ({"tile": 0}, "tile must be an integer >= 1"),
+        ({"tile": 8, "stride": 9}, r"stride must be in 1\.\.tile=8"),
+        ({"tile": None, "stride": 4}, r"stride needs a tile size"),
+        ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+    ],
+)
+def test_castings_reject_bad_arguments(castings, tmp_path, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        convert.convert_gdxray_castings(castings, tmp_path / "out", progress=False, **kwargs)
+
+
+def test_box_annotations_generic_core(tmp_path):
+    images = [save(tmp_path / "src" / "a.png", grey(10, 12)), save(tmp_path / "src" / "b.png", grey(10, 12, 5))]
+    boxes = pd.DataFrame({"image": ["a.png", "a.png"], "x1": [1.4, 11], "x2": [2.6, 12], "y1": [1, 10], "y2": [3, 10]})
+    table = convert.convert_box_annotations(images, boxes, tmp_path / "out", tile=None, val_fraction=0.0, progress=False)
+    np.testing.assert_array_equal(
+        rle.decode(table.loc["a.png", 1], (10, 12)).astype(bool), box_mask((10, 12), [(1, 1, 3, 1, 3), (1, 11, 12, 10, 10)])
+    )  # non-integer coordinates are rounded
+    assert table.loc["b.png", 1] == ""
+    assert severstal.read_splits(tmp_path / "out")["group"].to_dict() == {"a.png": "a", "b.png": "b"}
+    bad = boxes.assign(image=["c.png", "a.png"])
+    with pytest.raises(ValueError, match=r"box 0 \(c\.png\): image 'c\.png' is not among the images to convert"):
+        convert.convert_box_annotations(images, bad, tmp_path / "other", tile=None, progress=False)
+    with pytest.raises(ValueError, match=r"boxes need the columns \['image', 'x1', 'x2', 'y1', 'y2'\]"):
+        convert.convert_box_annotations(images, boxes.drop(columns="y2"), tmp_path / "other", progress=False)
+
+
+def test_read_gdxray_boxes(castings):
+    boxes = convert.read_gdxray_boxes(castings / "C0001")
+    assert list(boxes.columns) == ["image", "x1", "x2", "y1", "y2", "where"]
+    assert boxes["image"].tolist() == ["C0001_0001.png", "C0001_0001.png", "C0001_0002.png"]
+    assert boxes.iloc[1][["x1", "x2", "y1", "y2"]].tolist() == [20.0, 30.0, 18.0, 20.0]
+    assert boxes["where"].tolist() == [f"C0001/ground_truth.txt line {k}" for k in (1, 2, 3)]

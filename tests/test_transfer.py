@@ -1,12 +1,13 @@
 """Transfer experiments on a tiny hand-made dataset: subsets, initialisations, one fold per task, resumed sweeps."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import files, models, rle, severstal, transfer
+from helpers import datasets, files, models, rle, severstal, transfer
 
 SIZE = 32
 MOBILENET = {"backbone": "mobilenet", "alpha": 0.25}
@@ -33,11 +34,6 @@ def tiny_dataset(tmp_path_factory):
     wide = severstal.read_dataset(root)
     folds = pd.Series([(i // 3) % 2 for i in range(12)], index=wide.index, name="fold")
     return root, wide, folds
-
-
-def test_defect_labels(tiny_dataset):
-    _, wide, _ = tiny_dataset
-    assert transfer.defect_labels(wide).tolist() == [1, 0] * 6
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.25, 4), (0.5, 8), (0.75, 12), (1.0, 16)])
@@ -94,7 +90,7 @@ def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
                                                ("segmentation", "miou", (32, 32))])
 def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tiny_dataset, tmp_path):
     root, wide, folds = tiny_dataset
-    ids = list(wide.index) if task == "classification" else list(wide.index[transfer.defect_labels(wide) == 1])
+    ids = list(wide.index) if task == "classification" else list(wide.index[datasets.defect_labels(wide) == 1])
     train_ids, val_ids = ids[: len(ids) // 2], ids[len(ids) // 2:]
     scores, log = transfer.run_fold(task, "random", root, wide, train_ids, val_ids, tmp_path / "run", image_size=(SIZE, SIZE),
                                     epochs=2, batch_size=2, learning_rate=1e-3, seed=0, crop_size=crop, **MOBILENET)
@@ -135,3 +131,36 @@ def test_fold_summary_formats_mean_and_std():
     table = transfer.fold_summary(scores, ["f1"])
     assert table.loc["a", "f1"] == "0.6000 ± 0.1414" and table.loc["b", "f1"] == "1.0000 ± 0.0000"
     assert table["n"].tolist() == [2, 2]
+
+
+def _manifest(folder, name, weights, mtime, **fields):
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"weights": str(weights), **fields}))
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_find_radiograph_encoder_takes_the_newest_matching_manifest(tmp_path):
+    _manifest(tmp_path, "old", "old.h5", 100, backbone="mobilenet", alpha=0.25)
+    _manifest(tmp_path, "new", "new.h5", 200, backbone="mobilenet", alpha=0.25)
+    _manifest(tmp_path, "wide", "wide.h5", 300, backbone="mobilenet", alpha=1.0)
+    _manifest(tmp_path, "resnet", "resnet.h5", 400, backbone="resnet18")
+    assert transfer.find_radiograph_encoder(tmp_path, "mobilenet", alpha=0.25)["weights"] == "new.h5"
+    assert transfer.find_radiograph_encoder(tmp_path, "resnet18")["weights"] == "resnet.h5"
+    assert transfer.find_radiograph_encoder(tmp_path, "resnet34") is None
+    assert transfer.find_radiograph_encoder(tmp_path / "absent", "resnet18") is None
+
+
+def test_check_initialisations_says_what_is_missing(tmp_path, monkeypatch, radiograph_weights):
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    inits = ["random", "imagenet", "radiograph"]
+    found = transfer.check_initialisations(inits, "mobilenet", (SIZE, SIZE), weights_dir=tmp_path, pretrained_dir=tmp_path, alpha=0.25)
+    assert found["available"] == ["random"]
+    assert "mobilenet_2_5_224_tf_no_top.h5" in found["skipped"]["imagenet"]
+    assert "run notebook 05" in found["skipped"]["radiograph"]
+    path, _ = radiograph_weights
+    _manifest(tmp_path, "chest", path, 100, backbone="mobilenet", alpha=0.25, corpus="chest-xray")
+    found = transfer.check_initialisations(inits, "mobilenet", (SIZE, SIZE), weights_dir=tmp_path, pretrained_dir=tmp_path, alpha=0.25)
+    assert found["available"] == ["random", "radiograph"] and found["radiograph_weights"] == str(path)
+    assert found["manifest"]["corpus"] == "chest-xray"
