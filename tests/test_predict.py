@@ -1,0 +1,145 @@
+"""Tests of helpers.predict: a folder of images -> submission.csv + overlay PNGs, with .tflite and Keras models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import export, files, models, predict, rle
+from helpers.backend import keras
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (64, 96)
+SHAPES = [(64, 96), (64, 96), (50, 80)]  # the last one smaller: padded, then cropped back
+
+
+def _tiny_segmenter() -> keras.Model:
+    """(B, H, W, 1) in [0, 255] -> (B, H, W, 2): class 1 where the image is bright, class 2 where it is dark."""
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Conv2D(2, 1, activation="sigmoid", name="head")(inputs)
+    model = keras.Model(inputs, x, name="bright_dark")
+    model.get_layer("head").set_weights([np.array([[[[0.1, -0.1]]]], np.float32), np.array([-20.0, 5.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (height, width) in enumerate(SHAPES):
+        image = rng.integers(80, 180, (height, width), dtype=np.uint8)
+        image[5:20, 10:40] = 250  # bright: class 1
+        image[30:45, 50:70] = 10  # dark: class 2
+        files.write_image(folder / f"strip_{i}.png", image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tflite_model(tmp_path_factory) -> Path:
+    return export.export_tflite(_tiny_segmenter(), tmp_path_factory.mktemp("tflite") / "tiny.tflite", input_size=SIZE)
+
+
+def _expected_masks(image: np.ndarray) -> np.ndarray:
+    return np.stack([image > 200, image < 50], axis=-1).astype(np.uint8)  # the two sigmoids cross 0.5 at 200 and 50
+
+
+def _check_outputs(out_dir: Path, images_dir: Path) -> pd.DataFrame:
+    submission = pd.read_csv(out_dir / "submission.csv", dtype=str, keep_default_na=False)
+    names = [p.name for p in files.list_images(images_dir)]
+    assert list(submission.columns) == ["ImageId", "EncodedPixels", "ClassId"]
+    assert sorted(zip(submission["ImageId"], submission["ClassId"])) == [(n, c) for n in names for c in ("1", "2")]
+    for name in names:
+        image = files.read_grey(images_dir / name)
+        expected = _expected_masks(image)
+        for class_id in (1, 2):
+            encoded = submission.query(f"ImageId == '{name}' and ClassId == '{class_id}'")["EncodedPixels"].item()
+            np.testing.assert_array_equal(rle.decode(encoded, image.shape), expected[..., class_id - 1])
+        overlay = files.read_grey(out_dir / "overlays" / f"{Path(name).stem}.png")
+        assert overlay.shape == image.shape
+    return submission
+
+
+def test_a_tflite_model_predicts_a_folder(tflite_model, images_dir, tmp_path):
+    wide = predict.predict_folder(tflite_model, images_dir, tmp_path / "out", batch_size=2, progress=False)
+    assert list(wide.columns) == [1, 2] and len(wide) == len(SHAPES)
+    _check_outputs(tmp_path / "out", images_dir)
+
+
+def test_a_keras_model_folder_as_written_by_notebook_03_predicts_a_folder(images_dir, tmp_path):
+    keras.utils.set_random_seed(0)
+    settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
+                    decoder_filters=[16, 16, 8, 8, 8])
+    model = models.build_segmenter(**settings)
+    run_dir = tmp_path / "models" / "unet-mobilenet"
+    run_dir.mkdir(parents=True)
+    model.save_weights(run_dir / "best.weights.h5")
+    (run_dir / "build.json").write_text(json.dumps(settings))
+    predictor = predict.load_predictor(run_dir)
+    assert isinstance(predictor, predict.KerasPredictor) and predictor.input_size is None and predictor.multiple == 32
+    wide = predict.predict_folder(run_dir, images_dir, tmp_path / "out", overlays=False, progress=False)
+    assert sorted(wide.index) == sorted(p.name for p in files.list_images(images_dir))
+    assert not (tmp_path / "out" / "overlays").exists()
+    # the same masks as thresholding the model's own probabilities on the padded image (96 is a multiple of 32)
+    image = files.read_grey(images_dir / "strip_2.png")
+    padded = np.pad(image, ((0, 64 - 50), (0, 96 - 80)))[None, ..., None].astype(np.float32)
+    probs = model.predict(padded, verbose=0)[0, :50, :80]
+    assert wide.loc["strip_2.png", 1] == rle.encode(probs[..., 0] > 0.5)
+
+
+def test_a_saved_keras_file_predicts_like_its_tflite_conversion(tflite_model, images_dir, tmp_path):
+    _tiny_segmenter().save(tmp_path / "tiny.keras")
+    from_keras = predict.predict_folder(tmp_path / "tiny.keras", images_dir, tmp_path / "keras", progress=False)
+    from_tflite = predict.predict_folder(tflite_model, images_dir, tmp_path / "tflite", progress=False)
+    pd.testing.assert_frame_equal(from_keras, from_tflite)
+
+
+@pytest.mark.parametrize(
+    "thresholds, min_areas, nonempty",
+    [
+        (0.5, 0, {1, 2}),
+        ([0.5, 0.999], 0, {1}),  # the dark sigmoid tops out below 0.999
+        (0.5, [0, 10_000], {1}),  # class 2's component is smaller than 10,000 px
+    ],
+)
+def test_thresholds_and_minimum_areas_apply_per_class(tflite_model, images_dir, tmp_path, thresholds, min_areas, nonempty):
+    wide = predict.predict_folder(tflite_model, images_dir, tmp_path, thresholds=thresholds, min_areas=min_areas,
+                                  overlays=False, progress=False)
+    assert {c for c in (1, 2) if (wide[c] != "").any()} == nonempty
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("big_image", r"image big\.png is 80x96, larger than the model input 64x96"),
+        ("no_images", r"no images"),
+        ("three_thresholds", r"thresholds needs 1 value or one per class \(2\)"),
+    ],
+)
+def test_problems_are_reported_clearly(tflite_model, tmp_path, setup, message):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    thresholds = [0.5, 0.5, 0.5] if setup == "three_thresholds" else 0.5
+    if setup != "no_images":
+        files.write_image(folder / "big.png", np.zeros((80 if setup == "big_image" else 64, 96), np.uint8))
+    with pytest.raises(ValueError, match=message):
+        predict.predict_folder(tflite_model, folder, tmp_path / "out", thresholds=thresholds, progress=False)
+
+
+def test_main_returns_1_with_the_message_on_errors(tflite_model, tmp_path, capsys):
+    assert predict.main([str(tflite_model), str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+    assert "error: image folder not found" in capsys.readouterr().err
+
+
+def test_command_line_entry_writes_submission_and_overlays(tflite_model, images_dir, tmp_path):
+    command = [sys.executable, "-m", "helpers.predict", str(tflite_model), str(images_dir), str(tmp_path / "out"),
+               "--threshold", "0.5", "--min-area", "0", "0", "--batch-size", "3", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{len(SHAPES)} images, 6 defect masks" in result.stdout
+    _check_outputs(tmp_path / "out", images_dir)
