@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "execute_notebook", "list_notebooks", "load_profile", "main", "notebook_parameters", "run_notebooks"]
+__all__ = ["PROJECT_ROOT", "execute_notebook", "executed_parameters", "list_notebooks", "load_profile", "main",
+           "notebook_parameters", "run_notebooks"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -132,15 +133,18 @@ def load_profile(name: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
     return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
 
 
-def notebook_parameters(profile: dict, notebook: str, declared: set[str], overrides: dict) -> dict:
-    """Parameters for one notebook: profile common, then per-notebook, then overrides; only declared names."""
+def notebook_parameters(profile: dict, notebook: str, declared: set[str], overrides: dict, root: Path = PROJECT_ROOT) -> dict:
+    """Parameters for one notebook: profile common, then per-notebook, then overrides; only declared names.
+
+    Relative ``*_dir`` paths are made absolute against ``root`` (default the project folder).
+    """
     merged = {**profile["common"], **profile["notebooks"].get(notebook, {}), **overrides}
     params = {}
     for key, value in merged.items():
         if key not in declared:
             continue
         if key.endswith("_dir") and isinstance(value, str) and value and not os.path.isabs(value):
-            value = str((PROJECT_ROOT / value).resolve())
+            value = str((Path(root) / value).resolve())
         params[key] = value
     return params
 
@@ -213,6 +217,15 @@ def execute_notebook(notebook: Path, executed: Path, parameters: dict, progress:
     return executed
 
 
+def executed_parameters(executed: Path) -> dict | None:
+    """The parameters papermill recorded in an executed notebook, or None (no such file, or none recorded)."""
+    import nbformat
+
+    if not Path(executed).is_file():
+        return None
+    return nbformat.read(executed, as_version=4).metadata.get("papermill", {}).get("parameters")
+
+
 def run_notebooks(
     profile_name: str = "smoke",
     only: list[str] | None = None,
@@ -221,11 +234,16 @@ def run_notebooks(
     outputs_root: Path | None = None,
     progress: bool = True,
     notebooks_dir: Path = NOTEBOOKS_DIR,
+    root: Path = PROJECT_ROOT,
 ) -> Path:
     """Execute notebooks in order with papermill; return ``outputs/<run>/``.
 
+    ``root``: folder against which the profile's relative ``*_dir`` paths are resolved (default
+    the project folder; the tests use a temporary one so that their data stays apart).
+
     Writes ``notebooks/`` (executed copies and each kernel's stderr log), ``figures/``, ``metrics/``
-    and ``run.json``.
+    and ``run.json`` (profile; per notebook its status, time and parameters), updated after every
+    notebook; a later run of some notebooks into the same folder and profile replaces their entries.
     Stops at the first failing notebook, printing its error; raises ``RuntimeError``.
     """
     import papermill
@@ -235,29 +253,45 @@ def run_notebooks(
     executed_dir = run_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     overrides = {**(overrides or {}), "output_dir": str(run_dir.resolve()), "profile": profile_name}
-    summary = {"profile": profile_name, "notebooks": []}
     notebooks = list_notebooks(only, notebooks_dir)
+    record = _RunRecord(run_dir / "run.json", profile_name)
     for index, notebook in enumerate(notebooks, start=1):
         declared = set(papermill.inspect_notebook(str(notebook)))
-        params = notebook_parameters(profile, notebook.stem, declared, overrides)
+        params = notebook_parameters(profile, notebook.stem, declared, overrides, root)
         executed = executed_dir / notebook.name
         print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
         started = time.perf_counter()
         try:
             execute_notebook(notebook, executed, params, progress=progress)
         except Exception as err:  # papermill wraps cell errors; report and stop
-            summary["notebooks"].append({"name": notebook.stem, "status": "failed", "seconds": round(time.perf_counter() - started, 1)})
-            (run_dir / "run.json").write_text(json.dumps(summary, indent=2))
+            record.add(notebook.stem, "failed", time.perf_counter() - started, params)
             message = _report_failure(err, executed)
             print(message, file=sys.stderr, flush=True)
             raise RuntimeError(message) from None
         seconds = time.perf_counter() - started
-        summary["notebooks"].append({"name": notebook.stem, "status": "ok", "seconds": round(seconds, 1), "parameters": params})
+        record.add(notebook.stem, "ok", seconds, params)
         print(f"    done in {seconds:.1f} s -> {executed}", flush=True)
-    summary["total_seconds"] = round(sum(nb["seconds"] for nb in summary["notebooks"]), 1)
-    (run_dir / "run.json").write_text(json.dumps(summary, indent=2))
-    print(f"All {len(notebooks)} notebook(s) ran in {summary['total_seconds']:.0f} s. Outputs: {run_dir}", flush=True)
+    total = sum(entry["seconds"] for entry in record.entries if entry["name"] in {nb.stem for nb in notebooks})
+    print(f"All {len(notebooks)} notebook(s) ran in {total:.0f} s. Outputs: {run_dir}", flush=True)
     return run_dir
+
+
+class _RunRecord:
+    """``run.json`` of a run folder, rewritten after every notebook (entries of the same profile kept)."""
+
+    def __init__(self, path: Path, profile: str):
+        self.path, self.profile, self.entries = path, profile, []
+        if path.is_file():
+            previous = json.loads(path.read_text())
+            if previous.get("profile") == profile:
+                self.entries = previous.get("notebooks", [])
+
+    def add(self, name: str, status: str, seconds: float, parameters: dict) -> None:
+        entry = {"name": name, "status": status, "seconds": round(seconds, 1), "parameters": parameters}
+        self.entries = sorted([e for e in self.entries if e["name"] != name] + [entry], key=lambda e: e["name"])
+        summary = {"profile": self.profile, "notebooks": self.entries,
+                   "total_seconds": round(sum(e["seconds"] for e in self.entries), 1)}
+        self.path.write_text(json.dumps(summary, indent=2))
 
 
 # ---------------------------------------------------------------- command line

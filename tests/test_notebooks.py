@@ -60,9 +60,11 @@ def test_committed_without_outputs(path):
 
 @pytest.mark.notebooks
 def test_smoke_profile_runs_every_notebook(tmp_path):
-    run_dir = run.run_notebooks("smoke", overrides={"data_dir": str(tmp_path / "data")}, outputs_root=tmp_path / "outputs", progress=False)
+    run_dir = run.run_notebooks("smoke", root=tmp_path, outputs_root=tmp_path / "outputs", progress=False)
     summary = json.loads((run_dir / "run.json").read_text())
     assert [nb["name"] for nb in summary["notebooks"]] == IDS
+    data_dirs = {nb["name"]: nb["parameters"].get("data_dir") for nb in summary["notebooks"]}
+    assert all(str(path).startswith(str(tmp_path)) for path in data_dirs.values() if path)  # the test's data stays apart
     assert all(nb["status"] == "ok" for nb in summary["notebooks"])
     for stem in IDS:
         metrics = json.loads((run_dir / "metrics" / f"{stem}.json").read_text())

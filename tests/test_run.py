@@ -42,9 +42,18 @@ def test_parameters_come_from_profile_then_overrides(notebooks_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics" / "00_first.json").read_text())
     assert metrics == {"seed": 3, "size": 7, "data_dir": str(run.PROJECT_ROOT / "data" / "x"), "profile": "smoke"}
     assert (run_dir / "notebooks" / "00_first.ipynb").is_file()
+    recorded = run.executed_parameters(run_dir / "notebooks" / "00_first.ipynb")
+    assert recorded["size"] == 7 and recorded["seed"] == 3 and recorded["profile"] == "smoke"
+    assert run.executed_parameters(run_dir / "notebooks" / "missing.ipynb") is None
     summary = json.loads((run_dir / "run.json").read_text())
     assert [nb["status"] for nb in summary["notebooks"]] == ["ok"]
 
+
+
+def test_relative_dirs_resolve_against_the_given_root(notebooks_dir, tmp_path):
+    run_dir = run.run_notebooks("smoke", only=["00"], outputs_root=tmp_path / "out", root=tmp_path / "elsewhere",
+                                progress=False, notebooks_dir=notebooks_dir)
+    assert json.loads((run_dir / "metrics" / "00_first.json").read_text())["data_dir"] == str(tmp_path / "elsewhere" / "data" / "x")
 
 def test_failure_stops_and_names_the_cell_and_notebook(notebooks_dir, tmp_path, capsys):
     with pytest.raises(RuntimeError) as info:
@@ -57,6 +66,19 @@ def test_failure_stops_and_names_the_cell_and_notebook(notebooks_dir, tmp_path, 
     summary = json.loads((tmp_path / "r1" / "run.json").read_text())
     assert [nb["status"] for nb in summary["notebooks"]] == ["ok", "failed"]
 
+
+
+def test_a_later_partial_run_updates_its_entries_in_run_json(notebooks_dir, tmp_path):
+    with pytest.raises(RuntimeError):
+        run.run_notebooks("cpu", run_name="r2", outputs_root=tmp_path, progress=False, notebooks_dir=notebooks_dir)
+    run.run_notebooks("cpu", run_name="r2", only=["00"], overrides={"size": 9}, outputs_root=tmp_path, progress=False,
+                      notebooks_dir=notebooks_dir)
+    summary = json.loads((tmp_path / "r2" / "run.json").read_text())
+    assert [(nb["name"], nb["status"]) for nb in summary["notebooks"]] == [("00_first", "ok"), ("01_second", "failed")]
+    assert summary["notebooks"][0]["parameters"]["size"] == 9
+    run.run_notebooks("smoke", run_name="r2", only=["00"], outputs_root=tmp_path, progress=False, notebooks_dir=notebooks_dir)
+    summary = json.loads((tmp_path / "r2" / "run.json").read_text())
+    assert summary["profile"] == "smoke" and [nb["name"] for nb in summary["notebooks"]] == ["00_first"]
 
 @pytest.mark.parametrize(
     "only, expected",

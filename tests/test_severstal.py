@@ -105,6 +105,11 @@ def test_submission_layout_is_checked(dataset_dir, tmp_path):
         severstal.write_submission(severstal.read_dataset(dataset_dir), tmp_path / "s.csv", layout="csv")
 
 
+def test_atomic_write_gives_readable_files(tmp_path):
+    target = files.atomic_write_text(tmp_path / "report.html", "<html></html>\n")
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     target = files.atomic_write_text(tmp_path / "train.csv", "old\n")
 
