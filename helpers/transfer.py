@@ -321,7 +321,8 @@ def cross_validate(
     validated on its images after training on the others, reduced to ``fraction`` of them by
     :func:`training_subset` (validation images unchanged). For ``segmentation`` only the
     defective images take part. Runs live in ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a run
-    whose ``scores.json`` exists is read back instead of trained again. ``settings`` go to
+    whose ``scores.json`` exists is read back instead of trained again, and a run recorded
+    (``recipe.json``) with other settings, seed or images is a ``ValueError``. ``settings`` go to
     :func:`run_fold`. ``scores`` has one row per run; ``logs`` the epoch logs with
     ``init, fold, fraction`` columns.
     """
@@ -338,6 +339,7 @@ def cross_validate(
         run_dir = run_path(out_dir, task, init, fraction, fold)
         train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=seed)
         val_ids = sorted(folds.index[folds == fold])
+        _check_recipe(run_dir, _recipe(init, settings, seed, train_ids, val_ids))
         if (run_dir / "scores.json").is_file():
             scores, log = json.loads((run_dir / "scores.json").read_text()), train.read_log(run_dir)
         else:
@@ -345,6 +347,37 @@ def cross_validate(
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
         logs.append(log.assign(init=init, fold=fold, fraction=fraction))
     return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
+
+
+def _recipe(init: str, settings: dict[str, Any], seed: int, train_ids: Sequence[str],
+            val_ids: Sequence[str]) -> dict[str, Any]:
+    """What defines a run of :func:`cross_validate`, as JSON values (paths and sequences as strings/lists)."""
+    unused = {"radiograph_weights"} if init != "radiograph" else set()
+    unused |= {"weights_dir"} if init != "imagenet" else set()
+    def plain(value: Any) -> Any:
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if isinstance(value, os.PathLike):
+            return str(value)
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [plain(item) for item in value]
+        return repr(value)
+    recipe = {key: plain(value) for key, value in sorted(settings.items()) if key not in unused | {"progress"}}
+    return recipe | {"seed": int(seed), "train_ids": sorted(map(str, train_ids)), "val_ids": sorted(map(str, val_ids))}
+
+
+def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
+    """Record ``recipe`` in ``run_dir/recipe.json``; a different recorded recipe is a ``ValueError``."""
+    path = run_dir / "recipe.json"
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = sorted(key for key in recorded.keys() | recipe.keys() if recorded.get(key) != recipe.get(key))
+        if changed:
+            raise ValueError(f"{run_dir} was run with other settings ({', '.join(changed)}): "
+                             "use another output folder, or delete that run to redo it")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe, indent=1))
 
 
 def fold_summary(scores: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = ("init",)) -> pd.DataFrame:

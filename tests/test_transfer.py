@@ -124,6 +124,12 @@ def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tm
     again, _ = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
                                        fractions=(0.5, 1.0), progress=False, **settings)
     pd.testing.assert_frame_equal(again, scores)
+    with pytest.raises(ValueError, match=r"fold0 was run with other settings \(epochs\)"):
+        transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                fractions=(0.5, 1.0), progress=False, **(settings | {"epochs": 2}))
+    with pytest.raises(ValueError, match=r"other settings \(seed, train_ids\)"):
+        transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                fractions=(0.5,), seed=1, progress=False, **settings)
 
 
 def test_fold_summary_formats_mean_and_std():
