@@ -136,17 +136,18 @@ def train_transforms(
 
 
 def eval_transforms(resize_to: Sequence[int] | None = None, pad_to: Sequence[int] | None = None) -> A.Compose:
-    """Deterministic evaluation transform: identity, a resize, or a top-left zero pad.
+    """Deterministic evaluation transform: identity, a resize, a top-left zero pad, or both.
 
     ``resize_to = (h, w)``: resize (area for the image, nearest for masks) so images of
-    different sizes batch together. ``pad_to = (h, w)``: instead zero-pad at the bottom/right
+    different sizes batch together. ``pad_to = (h, w)``: then zero-pad at the bottom/right
     up to that size (no resampling; images larger than it are left as they are, and
-    predictions are cropped back with ``[:h0, :w0]``). Give at most one of them.
+    predictions are cropped back with ``[:h0, :w0]``). With both, ``pad_to`` may not be
+    smaller than ``resize_to``.
     """
     resize = _size("resize_to", resize_to)
     pad = _size("pad_to", pad_to)
-    if resize is not None and pad is not None:
-        raise ValueError(f"give at most one of resize_to and pad_to, got resize_to={resize_to!r}, pad_to={pad_to!r}")
+    if resize is not None and pad is not None and (pad[0] < resize[0] or pad[1] < resize[1]):
+        raise ValueError(f"pad_to must be at least resize_to on each side, got resize_to={resize_to!r}, pad_to={pad_to!r}")
     steps: list[A.BasicTransform] = []
     if resize is not None:
         steps.append(_resize(resize))

@@ -142,6 +142,11 @@ def test_eval_transforms():
     np.testing.assert_array_equal(padded[0][:HEIGHT, :WIDTH], image)
     np.testing.assert_array_equal(padded[1][:HEIGHT, :WIDTH], masks)
     assert not padded[1][HEIGHT:].any() and not padded[0][:, WIDTH:].any()
+    both = augment.apply(augment.eval_transforms(resize_to=(32, 128), pad_to=(64, 128)), image, masks)
+    assert both[0].shape == (64, 128) and both[1].shape == (64, 128, N_CLASSES)
+    np.testing.assert_array_equal(both[0][:32], resized[0])
+    np.testing.assert_array_equal(both[1][:32], resized[1])
+    assert not both[0][32:].any() and not both[1][32:].any()
 
 
 @pytest.mark.parametrize(
@@ -152,7 +157,7 @@ def test_eval_transforms():
         (lambda: augment.train_transforms(crop_size=(1.5, 64)), "crop_size"),
         (lambda: augment.train_transforms(resize_to=(64,)), "resize_to"),
         (lambda: augment.train_transforms(defect_crop_p=1.5), "defect_crop_p"),
-        (lambda: augment.eval_transforms(resize_to=(8, 8), pad_to=(8, 8)), "at most one"),
+        (lambda: augment.eval_transforms(resize_to=(8, 16), pad_to=(8, 8)), "at least resize_to"),
         (lambda: augment.reseed(augment.eval_transforms(), -1), "seed"),
         (lambda: augment.apply(None, _image(), _masks()[:10]), "same H, W"),
     ],

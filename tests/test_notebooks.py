@@ -77,3 +77,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     rle_metrics = json.loads((run_dir / "metrics" / "02_rle_masks.json").read_text())
     assert rle_metrics["rows_round_trip_exact"] == rle_metrics["rows_checked"] > 0
     assert rle_metrics["submission_round_trip_exact"] is True
+
+
+@pytest.mark.notebooks
+def test_resize_to_runs_training_and_export(tmp_path):
+    # resized to a size that is not a multiple of 32, so validation also pads (100x500 -> 128x512)
+    overrides = {"resize_to": [100, 500], "image_size": [96, 256]}
+    run_dir = run.run_notebooks("smoke", only=["00", "03", "08"], overrides=overrides, root=tmp_path,
+                                outputs_root=tmp_path / "outputs", progress=False)
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert [nb["status"] for nb in summary["notebooks"]] == ["ok", "ok", "ok"]
+    export = json.loads((run_dir / "metrics" / "08_tflite_quantisation.json").read_text())
+    assert export["input_size"] == [128, 512]
