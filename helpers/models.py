@@ -68,6 +68,7 @@ from helpers.backend import keras, sm
 
 __all__ = [
     "needs_fixed_size",
+    "padded_size",
     "size_multiple",
     "ARCHITECTURES",
     "ARCH_OPTIONS",
@@ -302,6 +303,14 @@ def size_multiple(arch: str, downsample_factor: int = 8) -> int:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
     return 6 * downsample_factor if arch == "pspnet" else _DIVISOR
+
+
+def padded_size(shape: Sequence[int], arch: str, downsample_factor: int = 8) -> tuple[int, ...]:
+    """``(H, W)`` rounded up on each side to the architecture's :func:`size_multiple` (pad target)."""
+    multiple = size_multiple(arch, downsample_factor)
+    if any(int(side) < 1 for side in shape):
+        raise ValueError(f"shape sides must be positive integers; got {tuple(shape)}")
+    return tuple(-(-int(side) // multiple) * multiple for side in shape)
 
 
 def needs_fixed_size(arch: str) -> bool:

@@ -483,3 +483,24 @@ def test_size_rules(arch, multiple, fixed):
     assert models.needs_fixed_size(arch) is fixed
     with pytest.raises(ValueError, match="allowed"):
         models.size_multiple("segnet")
+
+
+@pytest.mark.parametrize(
+    "shape, arch, expected",
+    [
+        ((200, 200), "unet", (224, 224)),
+        ((256, 1600), "unet", (256, 1600)),
+        ((1, 33), "linknet", (32, 64)),
+        ((200, 200), "pspnet", (240, 240)),
+        ((128, 256), "pspnet", (144, 288)),
+    ],
+)
+def test_padded_size(shape, arch, expected):
+    assert models.padded_size(shape, arch) == expected
+
+
+def test_padded_size_rejects_bad_values():
+    with pytest.raises(ValueError, match="positive"):
+        models.padded_size((0, 64), "unet")
+    with pytest.raises(ValueError, match="allowed"):
+        models.padded_size((64, 64), "segnet")
