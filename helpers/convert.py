@@ -527,15 +527,17 @@ def convert_magnetic_tile(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    include_free: bool = True,
 ) -> pd.DataFrame:
     """Magnetic-tile (``MT_<Class>/<name>.jpg`` + ``<name>.png``; ``MT_Free`` = defect-free).
 
     Classes 1 Blowhole, 2 Break, 3 Crack, 4 Fray, 5 Uneven; soft mask edges, defect =
     value > ``threshold``. No official split: seeded split stratified by class folder;
-    group = image name stem.
+    group = image name stem. ``include_free=False`` leaves ``MT_Free`` out (defect images only,
+    the usual protocol of Magnetic-tile segmentation papers).
     """
     return convert_folder_masks(
-        src_dir, out_dir, MAGNETIC_TILE_CLASS_FOLDERS, MAGNETIC_TILE_FREE_FOLDERS,
+        src_dir, out_dir, MAGNETIC_TILE_CLASS_FOLDERS, MAGNETIC_TILE_FREE_FOLDERS if include_free else (),
         threshold=threshold, val_fraction=val_fraction, seed=seed, overwrite=overwrite, progress=progress,
     )
 

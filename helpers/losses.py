@@ -12,6 +12,11 @@ Definitions (numpy and Keras compute exactly the same thing):
   it is computed **per (image, class) pair**, not over the whole batch. With ``smooth > 0``
   a pair whose truth and prediction are both empty scores 1 (loss 0), matching the Severstal
   rule of :func:`helpers.metrics.severstal_score`. Default ``smooth = 1``.
+  ``per_image=False`` sums over the whole batch instead (one Dice per class, as the default of
+  ``segmentation_models.losses.DiceLoss``): use it when most (image, class) pairs are empty
+  (e.g. Magnetic-tile), where the per-pair Dice mostly rewards predicting nothing at all.
+  The batch value then stands for every image of the batch (per replica under a distribution
+  strategy), so ``sample_weight`` does not re-weight it.
 - **bce_dice** -- ``bce_weight * bce + dice_weight * dice`` (defaults 1 and 1, as in
   ``segmentation_models.losses.bce_dice_loss``, but with the per-pair Dice above).
 - **focal** -- binary focal loss ``-alpha (1 - p)^gamma y log p
@@ -89,7 +94,10 @@ def _class_weights(class_weights: Sequence[float] | None, n_classes: int | None)
 
 
 def _check_params(smooth: float | None = None, gamma: float | None = None, alpha: float | None = None,
-                  bce_weight: float | None = None, dice_weight: float | None = None) -> None:
+                  bce_weight: float | None = None, dice_weight: float | None = None,
+                  per_image: bool | None = None) -> None:
+    if per_image is not None and not isinstance(per_image, (bool, np.bool_)):
+        raise ValueError(f"per_image must be True or False, got {per_image!r}")
     if smooth is not None and not (np.isfinite(smooth) and smooth > 0):
         raise ValueError(f"smooth must be a finite number > 0, got {smooth!r}")
     if gamma is not None and not (np.isfinite(gamma) and gamma >= 0):
@@ -115,10 +123,12 @@ def _bce_pairs(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return -(y * log_p + (1.0 - y) * log_q).mean(axis=(1, 2))
 
 
-def _dice_pairs(y: np.ndarray, p: np.ndarray, smooth: float) -> np.ndarray:
-    intersection = (y * p).sum(axis=(1, 2))
-    total = y.sum(axis=(1, 2)) + p.sum(axis=(1, 2))
-    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+def _dice_pairs(y: np.ndarray, p: np.ndarray, smooth: float, per_image: bool = True) -> np.ndarray:
+    """``(N, C)`` Dice losses; with ``per_image=False`` each row holds the batch value per class."""
+    axes = (1, 2) if per_image else (0, 1, 2)
+    intersection = (y * p).sum(axis=axes)
+    total = y.sum(axis=axes) + p.sum(axis=axes)
+    return np.broadcast_to(1.0 - (2.0 * intersection + smooth) / (total + smooth), (y.shape[0], y.shape[-1]))
 
 
 def _focal_pairs(y: np.ndarray, p: np.ndarray, gamma: float, alpha: float | None) -> np.ndarray:
@@ -137,19 +147,20 @@ def bce(y_true, y_prob, class_weights: Sequence[float] | None = None) -> float:
     return _reduce(_bce_pairs(y, p), _class_weights(class_weights, y.shape[-1]))
 
 
-def dice(y_true, y_prob, smooth: float = 1.0, class_weights: Sequence[float] | None = None) -> float:
-    """Soft Dice loss ``1 - soft Dice`` per (image, class) pair of ``(N, H, W, C)`` arrays, then averaged."""
-    _check_params(smooth=smooth)
+def dice(y_true, y_prob, smooth: float = 1.0, class_weights: Sequence[float] | None = None,
+         per_image: bool = True) -> float:
+    """Soft Dice loss ``1 - soft Dice`` per (image, class) pair (or per class over the batch) of ``(N, H, W, C)`` arrays."""
+    _check_params(smooth=smooth, per_image=per_image)
     y, p = _check_arrays(y_true, y_prob)
-    return _reduce(_dice_pairs(y, p, smooth), _class_weights(class_weights, y.shape[-1]))
+    return _reduce(_dice_pairs(y, p, smooth, per_image), _class_weights(class_weights, y.shape[-1]))
 
 
 def bce_dice(y_true, y_prob, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0,
-             class_weights: Sequence[float] | None = None) -> float:
+             class_weights: Sequence[float] | None = None, per_image: bool = True) -> float:
     """``bce_weight * bce + dice_weight * dice`` of ``(N, H, W, C)`` arrays."""
-    _check_params(smooth=smooth, bce_weight=bce_weight, dice_weight=dice_weight)
+    _check_params(smooth=smooth, bce_weight=bce_weight, dice_weight=dice_weight, per_image=per_image)
     y, p = _check_arrays(y_true, y_prob)
-    pairs = bce_weight * _bce_pairs(y, p) + dice_weight * _dice_pairs(y, p, smooth)
+    pairs = bce_weight * _bce_pairs(y, p) + dice_weight * _dice_pairs(y, p, smooth, per_image)
     return _reduce(pairs, _class_weights(class_weights, y.shape[-1]))
 
 
@@ -199,9 +210,11 @@ def get_loss(name: str, **kwargs) -> Callable:
 
     def dice_pairs(y, p, q):
         smooth = float(params["smooth"])
-        intersection = tf.reduce_sum(y * p, axis=[1, 2])
-        total = tf.reduce_sum(y, axis=[1, 2]) + tf.reduce_sum(p, axis=[1, 2])
-        return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+        axes = [1, 2] if params["per_image"] else [0, 1, 2]
+        intersection = tf.reduce_sum(y * p, axis=axes)
+        total = tf.reduce_sum(y, axis=axes) + tf.reduce_sum(p, axis=axes)
+        per_class = 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+        return per_class + tf.zeros_like(y[:, 0, 0, :])  # (N, C), the batch value on every row if not per image
 
     def focal_pairs(y, p, q):
         gamma, alpha = float(params["gamma"]), params["alpha"]

@@ -348,6 +348,13 @@ def test_magnetic_tile_split_is_seeded(mt_src, tmp_path):
     pd.testing.assert_frame_equal(severstal.read_splits(tmp_path / "one"), severstal.read_splits(tmp_path / "two"))
 
 
+def test_magnetic_tile_without_defect_free_images(mt_src, tmp_path):
+    table = convert.convert_magnetic_tile(mt_src, tmp_path / "out", include_free=False, progress=False)
+    assert len(table) == 25 and not any(name.startswith("exp5_") for name in table.index)
+    assert len(decoded(tmp_path / "out")) == 25
+    assert sorted(p.name for p in (tmp_path / "out" / "train_images").iterdir()) == sorted(table.index)
+
+
 def test_empty_defect_mask_is_kept_and_reported(mt_src, tmp_path):
     save(mt_src / "MT_Crack" / "exp2_num_3.png", np.full((8, 10), 127, np.uint8))
     with pytest.warns(UserWarning, match="exp2_num_3.jpg"):

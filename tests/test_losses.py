@@ -44,6 +44,19 @@ CASES = [
     # (a batch-level Dice would be (8 + 1)/(9 + 1) -> 0.1)
     ("dice per image then mean", losses.dice, {},
      masks([[1, 1, 1, 1]], [[1, 0, 0, 0]]), masks([[1, 1, 1, 1]], [[0, 0, 0, 0]]), 0.25),
+    ("dice over the batch", losses.dice, {"per_image": False},
+     masks([[1, 1, 1, 1]], [[1, 0, 0, 0]]), masks([[1, 1, 1, 1]], [[0, 0, 0, 0]]), 0.1),
+    # one empty pair with a faint 0.1 everywhere: per pair (0 + 1)/(0.4 + 1) -> loss 2/7;
+    # over the batch with a perfect pair: inter 4, total 8.4: (8 + 1)/(8.4 + 1) -> loss 0.4/9.4
+    ("dice empty pair per image", losses.dice, {},
+     masks([[1, 1, 1, 1]], [[0, 0, 0, 0]]), masks([[1, 1, 1, 1]], [[0.1, 0.1, 0.1, 0.1]]), 1 / 7),
+    ("dice empty pair over the batch", losses.dice, {"per_image": False},
+     masks([[1, 1, 1, 1]], [[0, 0, 0, 0]]), masks([[1, 1, 1, 1]], [[0.1, 0.1, 0.1, 0.1]]), 0.4 / 9.4),
+    # class 0 batch: inter 1, total 3 -> 0.25; class 1 batch: inter 0, total 1 -> 0.5; mean 0.375
+    ("dice over the batch per class", losses.dice, {"per_image": False},
+     masks([[1, 0], [0, 0]], [[1, 0], [1, 0]]), masks([[1, 0], [0, 0]], [[0, 0], [0, 0]]), 0.375),
+    ("bce_dice over the batch", losses.bce_dice, {"per_image": False},
+     masks([[1, 0]]), masks([[0.5, 0.5]]), LN2 + 1 / 3),
     ("dice class weights", losses.dice, {"class_weights": [1, 3]},
      masks([[1, 1, 1, 1], [1, 0, 0, 0]]), masks([[1, 1, 1, 1], [0, 0, 0, 0]]), 0.375),
     # bce ln2; dice: inter 0.5, total 2: (1 + 1)/(2 + 1) -> loss 1/3
@@ -84,6 +97,7 @@ def test_bad_arrays_raise(y_true, y_prob, match):
 
 @pytest.mark.parametrize("fn, kwargs, match", [
     (losses.dice, {"smooth": 0.0}, "smooth"),
+    (losses.dice, {"per_image": "no"}, "per_image must be True or False"),
     (losses.focal, {"gamma": -1.0}, "gamma"),
     (losses.focal, {"alpha": 1.5}, "alpha"),
     (losses.bce_dice, {"dice_weight": -1.0}, "dice_weight"),
@@ -125,6 +139,8 @@ KERAS_CASES = [
     ("dice", {"smooth": 1e-3, "class_weights": [0, 1, 1]}),
     ("bce_dice", {}),
     ("bce_dice", {"bce_weight": 0.3, "dice_weight": 2.0, "smooth": 0.5}),
+    ("dice", {"per_image": False}),
+    ("bce_dice", {"per_image": False, "class_weights": [1, 2, 0.5]}),
     ("focal", {}),
     ("focal", {"gamma": 0.5, "alpha": None}),
 ]
@@ -139,6 +155,8 @@ def test_keras_losses_agree_with_numpy(name, kwargs):
     assert per_image.shape == (3,) and per_image.dtype == tf.float32
     expected = getattr(losses, name)(y_true, y_prob, **kwargs)
     assert float(tf.reduce_mean(per_image)) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    if kwargs.get("per_image") is False:
+        return  # the batch Dice is shared by the images: there is no image-by-image value
     for i in range(3):  # and image by image
         assert float(per_image[i]) == pytest.approx(getattr(losses, name)(y_true[i:i + 1], y_prob[i:i + 1], **kwargs),
                                                     rel=1e-5, abs=1e-6)
