@@ -13,8 +13,8 @@ Definitions (numpy and Keras compute exactly the same thing):
   a pair whose truth and prediction are both empty scores 1 (loss 0), matching the Severstal
   rule of :func:`helpers.metrics.severstal_score`. Default ``smooth = 1``.
   ``per_image=False`` sums over the whole batch instead (one Dice per class, as the default of
-  ``segmentation_models.losses.DiceLoss``): use it when most (image, class) pairs are empty
-  (e.g. Magnetic-tile), where the per-pair Dice mostly rewards predicting nothing at all.
+  ``segmentation_models.losses.DiceLoss``): faint probabilities on an empty pair then cost
+  little, whereas per pair they cost almost a whole point of loss.
   The batch value then stands for every image of the batch (per replica under a distribution
   strategy), so ``sample_weight`` does not re-weight it.
 - **bce_dice** -- ``bce_weight * bce + dice_weight * dice`` (defaults 1 and 1, as in
