@@ -505,6 +505,7 @@ def pretraining_corpus(
     frontal_only: bool = True,
     val_fraction: float = 0.1,
     seed: int = 0,
+    per_class: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """``(train, val, label_columns)`` tables (``path``, ``group``, labels) of a pre-training corpus.
 
@@ -513,7 +514,9 @@ def pretraining_corpus(
     against the folder's parent, uncertain labels by ``policy``; ``chest-xray`` -- the
     ``metadata.csv`` layout of :func:`read_chest_xray`, split by case; ``severstal`` -- a
     Severstal-layout dataset (e.g. converted GDXray casting patches) with one label ``defect``
-    (:func:`defect_labels`), split by its ``splits.csv`` (``train``/``val``) or else by group.
+    (:func:`defect_labels`) or, with ``per_class``, one label per class of ``classes.csv``
+    (image-level labels, e.g. for Grad-CAM pseudo-masks), split by its ``splits.csv``
+    (``train``/``val``) or else by group.
     Group splits send a seeded ``val_fraction`` of the groups to validation.
     """
     if kind not in PRETRAINING_CORPORA:
@@ -528,14 +531,19 @@ def pretraining_corpus(
         table = read_chest_xray(folder, frontal_only=frontal_only)
     else:
         wide = severstal.read_dataset(folder)
-        table = pd.DataFrame({"path": [str(folder / "train_images" / i) for i in wide.index],
-                              "defect": defect_labels(wide).astype(np.float32).to_numpy()}, index=wide.index)
+        if per_class:
+            present = eda.label_sets(wide)
+            names = severstal.read_classes(folder)
+            labels = {names.get(int(c), f"class {c}"): present[c].astype(np.float32).to_numpy() for c in present.columns}
+        else:
+            labels = {"defect": defect_labels(wide).astype(np.float32).to_numpy()}
+        table = pd.DataFrame({"path": [str(folder / "train_images" / i) for i in wide.index], **labels}, index=wide.index)
         if (folder / "splits.csv").is_file():
             recorded = severstal.read_splits(folder).reindex(wide.index)
             table.insert(1, "group", recorded["group"].to_numpy())
             if set(recorded["split"]) >= {"train", "val"}:
                 split = recorded["split"]
-                return table[split == "train"], table[split == "val"], ["defect"]
+                return table[split == "train"], table[split == "val"], list(labels)
         else:
             table.insert(1, "group", list(wide.index))
     split = splits.group_split(table["group"].astype(str), val_fraction=val_fraction, seed=seed)

@@ -97,6 +97,7 @@ __all__ = [
     "TSNE_METHODS",
     "cam_energy_in_mask",
     "cam_scores",
+    "class_pseudo_masks",
     "embed_tsne",
     "embedding_scores",
     "find_target_layer",
@@ -698,6 +699,36 @@ def pseudo_masks(
     out = np.zeros(cams.shape, np.uint8)
     for i in np.flatnonzero(keep):
         out[i] = postprocess.remove_small(cams[i] > threshold, int(min_area))
+    return out
+
+
+def class_pseudo_masks(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: Sequence[Sequence[Any]] | np.ndarray,
+    threshold: float = 0.5,
+    min_area: int = 0,
+    method: str = "gradcam",
+    layer: str | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Pseudo-masks ``(N, H, W, K)`` uint8 per class from image-level ``labels`` ``(N, K)`` (0/1) of a ``K``-output classifier.
+
+    Channel ``k`` of image ``i`` is :func:`pseudo_masks` of the Grad-CAM of class ``k`` when
+    ``labels[i, k]`` is set, else empty (a class is only looked for where the label says it is).
+    ``images``: ``(N, H, W, C)`` in the model's input range.
+    """
+    images = _images(images)
+    labels = np.asarray(labels)
+    n_outputs = int(model.output_shape[-1])
+    if labels.shape != (len(images), n_outputs):
+        raise ValueError(f"labels must be (N, K) = ({len(images)}, {n_outputs}) (images, model outputs); got shape {labels.shape}")
+    out = np.zeros((*images.shape[:3], n_outputs), np.uint8)
+    for k in range(n_outputs):
+        holding = np.flatnonzero(labels[:, k] > 0)
+        if len(holding):
+            cams = grad_cam(model, images[holding], target=k, layer=layer, method=method, batch_size=batch_size)
+            out[holding, ..., k] = pseudo_masks(cams, threshold=threshold, min_area=min_area)
     return out
 
 

@@ -95,6 +95,7 @@ __all__ = [
     "load_encoder_weights",
     "official_weights_file",
     "save_encoder_weights",
+    "set_batchnorm_momentum",
     "set_encoder_trainable",
     "weights_search_dirs",
 ]
@@ -654,6 +655,22 @@ def set_encoder_trainable(model: keras.Model, backbone: str, trainable: bool) ->
     layers = [layer for layer in encoder_layers(model, backbone) if layer.name != STEM_NAME]
     for layer in layers:
         layer.trainable = trainable
+    return len(layers)
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-average ``momentum`` of every BatchNormalization layer (nested ones too); return the count.
+
+    Keras convention: ``moving = momentum * moving + (1 - momentum) * batch`` (PyTorch's
+    ``momentum=0.1`` is Keras' 0.9). Keras' default 0.99 needs hundreds of steps to forget its
+    initial statistics, too many for a randomly initialised network trained on a few hundred
+    images. Call it before ``compile``/``fit``: a traced training step keeps the old value.
+    """
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1); got {momentum!r}")
+    layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = float(momentum)
     return len(layers)
 
 

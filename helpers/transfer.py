@@ -17,7 +17,10 @@ Tasks (:data:`TASKS`) on a Severstal-layout dataset, every defect class merged i
   (U-Net by default) with the initialised encoder and a random decoder, BCE + Dice, flips, a
   small affine transform and brightness/contrast.
 
-Nothing is frozen (the encoder is fine-tuned). Learning rate: cosine from ``learning_rate`` to
+Nothing is frozen (the encoder is fine-tuned). BatchNormalization moving averages use momentum
+``bn_momentum`` = 0.9 (:data:`BN_MOMENTUM`, PyTorch's default, the paper's framework): with
+Keras' 0.99 a randomly initialised network trained for a few hundred steps keeps stale
+statistics and answers one class for every image in inference mode. Learning rate: cosine from ``learning_rate`` to
 ``min_learning_rate`` (the paper: 1e-3 / 5e-3 to 1e-6). Every epoch the validation images are
 scored in numpy (:func:`helpers.metrics.binary_classification_scores`,
 :func:`helpers.metrics.binary_segmentation_scores` at threshold 0.5) and logged as ``val_<score>``,
@@ -46,6 +49,7 @@ from . import augment, checks, datasets, losses, metrics, models, pipeline, trai
 from .backend import keras, tf
 
 __all__ = [
+    "BN_MOMENTUM",
     "CLASSIFICATION_SCORES",
     "INITIALISATIONS",
     "SEGMENTATION_SCORES",
@@ -60,6 +64,7 @@ __all__ = [
     "training_subset",
 ]
 
+BN_MOMENTUM = 0.9
 INITIALISATIONS = ("random", "imagenet", "radiograph")
 TASKS = ("classification", "segmentation")
 CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
@@ -257,6 +262,7 @@ def run_fold(
     weights_dir: str | os.PathLike | None = None,
     radiograph_weights: str | os.PathLike | None = None,
     crop_size: Sequence[int] | None = None,
+    bn_momentum: float = BN_MOMENTUM,
     progress: bool = False,
     **options: Any,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -266,7 +272,8 @@ def run_fold(
     ``last.weights.h5``) and ``scores.json``. For ``segmentation`` pass the defective images only
     (as the paper does); ``crop_size = (h, w)`` trains on random crops of the ``image_size``
     images (biased towards defects, several times cheaper) and still validates on whole images.
-    ``batch_size`` is lowered to the number of training images when they are fewer.
+    ``batch_size`` is lowered to the number of training images when they are fewer;
+    ``bn_momentum``: see :func:`helpers.models.set_batchnorm_momentum`.
     """
     _check_choice("task", task, TASKS)
     if crop_size is not None and task == "classification":
@@ -279,6 +286,7 @@ def run_fold(
     train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size)
     model, loaded = build_model(task, init, backbone, image_size, arch=arch, weights_dir=weights_dir,
                                 radiograph_weights=radiograph_weights, **options)
+    models.set_batchnorm_momentum(model, bn_momentum)
     steps = max(1, len(train_ids) // batch_size)
     schedule = train.WarmupCosine(learning_rate, total_steps=epochs * steps, min_lr=min(min_learning_rate, learning_rate))
     loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
@@ -293,7 +301,7 @@ def run_fold(
     scores = {name: float(last[f"val_{name}"]) for name in names}
     scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
                "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
-               "train_seconds": seconds}
+               "bn_momentum": float(bn_momentum), "train_seconds": seconds}
     (run_dir / "scores.json").write_text(json.dumps(scores, indent=2))
     return scores, log
 
@@ -327,6 +335,7 @@ def cross_validate(
     ``init, fold, fraction`` columns.
     """
     _check_choice("task", task, TASKS)
+    settings = {"bn_momentum": BN_MOMENTUM} | settings  # recorded in every recipe
     for init in inits:
         _check_choice("init", init, INITIALISATIONS)
     labels = datasets.defect_labels(wide)

@@ -409,3 +409,21 @@ def test_pretraining_corpus_of_a_severstal_dataset(tmp_path, with_splits):
 def test_pretraining_corpus_names_the_kinds(tmp_path):
     with pytest.raises(ValueError, match="chexpert, chest-xray, severstal"):
         datasets.pretraining_corpus("imagenet", tmp_path)
+
+
+def test_pretraining_corpus_of_a_severstal_dataset_per_class(tmp_path):
+    from helpers import rle, severstal
+
+    ids = [f"N{k}.png" for k in range(4)]
+    for image_id in ids:
+        png(tmp_path / "train_images" / image_id, value=0, shape=(8, 8))
+    mask = rle.encode(np.eye(8, dtype=np.uint8))
+    wide = pd.DataFrame({1: [mask, "", mask, ""], 2: ["", mask, mask, ""]}, index=pd.Index(ids, name="ImageId"))
+    severstal.write_train_csv(wide, tmp_path / "train.csv")
+    severstal.write_classes(tmp_path, {1: "inclusion", 2: "scratches"})
+    severstal.write_splits(tmp_path, pd.DataFrame({"split": ["train", "train", "train", "val"], "group": ids},
+                                                  index=pd.Index(ids, name="ImageId")))
+    train, val, columns = datasets.pretraining_corpus("severstal", tmp_path, per_class=True)
+    assert columns == ["inclusion", "scratches"] and list(val.index) == ["N3.png"]
+    assert train[columns].to_numpy().tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    assert val[columns].to_numpy().tolist() == [[0.0, 0.0]]

@@ -436,6 +436,23 @@ def test_pseudo_mask_errors(kwargs, message):
 
 
 # ------------------------------------------------------------------ pictures
+@pytest.mark.parametrize("model", ["flat", "nested"])
+def test_class_pseudo_masks_follow_the_image_labels(toy, model):
+    images = _images()
+    square = images[..., 0].astype(np.uint8)
+    masks = explain.class_pseudo_masks(toy[model], images, [[1, 0, 0], [1, 1, 0]], threshold=0.5)
+    assert masks.shape == (2, SIZE, SIZE, 3) and masks.dtype == np.uint8
+    np.testing.assert_array_equal(masks[..., 0], square)  # class 0 (bright) in both images: the squares
+    np.testing.assert_array_equal(masks[0, ..., 1], 0)  # class 1 not in image 0's label: empty
+    np.testing.assert_array_equal(masks[1, ..., 1], 1 - square[1])  # class 1 (dark): the rest of image 1
+    assert not masks[..., 2].any()
+
+
+def test_class_pseudo_masks_need_one_label_per_output(toy):
+    with pytest.raises(ValueError, match=r"labels must be \(N, K\) = \(2, 3\)"):
+        explain.class_pseudo_masks(toy["flat"], _images(), [[1, 0], [0, 1]])
+
+
 def test_overlay_blends_grey_and_the_cam_colormap():
     image = np.full((3, 4, 1), 100.0)
     cam = np.linspace(0, 1, 12).reshape(3, 4)

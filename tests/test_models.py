@@ -504,3 +504,23 @@ def test_padded_size_rejects_bad_values():
         models.padded_size((0, 64), "unet")
     with pytest.raises(ValueError, match="allowed"):
         models.padded_size((64, 64), "segnet")
+
+
+def test_set_batchnorm_momentum_reaches_nested_layers_and_drives_the_moving_mean():
+    inner = keras.Sequential([keras.layers.BatchNormalization(name="inner_bn")], name="inner")
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, inner(keras.layers.BatchNormalization(name="outer_bn")(inputs)))
+    assert models.set_batchnorm_momentum(model, 0.0) == 2
+    assert [layer.momentum for layer in (model.get_layer("outer_bn"), inner.get_layer("inner_bn"))] == [0.0, 0.0]
+    batch = np.array([[1.0, 10.0], [3.0, 30.0]], np.float32)
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch(batch, np.zeros_like(batch))
+    # momentum 0: the moving mean is the last batch's mean, not 1% of it
+    np.testing.assert_allclose(model.get_layer("outer_bn").moving_mean.numpy(), [2.0, 20.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1, 1, "0.9", True])
+def test_set_batchnorm_momentum_refuses_values_outside_0_1(momentum):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        models.set_batchnorm_momentum(model, momentum)

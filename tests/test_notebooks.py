@@ -89,3 +89,25 @@ def test_resize_to_runs_training_and_export(tmp_path):
     assert [nb["status"] for nb in summary["notebooks"]] == ["ok", "ok", "ok"]
     export = json.loads((run_dir / "metrics" / "08_tflite_quantisation.json").read_text())
     assert export["input_size"] == [128, 512]
+
+
+@pytest.mark.notebooks
+def test_weak_supervision_on_a_multi_class_dataset(tmp_path):
+    # 05 trains a per-class classifier on the synthetic strips; 07 turns its Grad-CAMs into pseudo-masks
+    def run_only(stem, **overrides):
+        return run.run_notebooks("smoke", only=[stem], run_name="weak", overrides=overrides, root=tmp_path,
+                                 outputs_root=tmp_path / "outputs", progress=False)
+
+    strips = str(tmp_path / "data" / "synthetic-smoke")
+    run_only("00")
+    run_only("05", corpus="severstal", data_dir=strips, per_class_labels=True, image_size=[128, 800], pretrain_name="strip-classes")
+    run_only("06")
+    run_dir = run_only("07", weak_dataset_dir=strips, weak_classifier="pretrained/strip-classes.json",
+                       weak_dataset_size=[128, 800], weak_dataset_epochs=1, segmenter_model="")
+    result = json.loads((run_dir / "metrics" / "07_tsne_gradcam.json").read_text())["weak_dataset"]
+    rows = result["table"]
+    assert sorted(rows) == ["U-Net on pseudo-masks (validation, vs truth)", "U-Net on true masks (validation)",
+                            "pseudo-masks vs truth (training images)"]
+    assert all(0.0 <= row["miou"] <= 1.0 for row in rows.values())
+    assert result["classes"] and set(result["classes"]) <= {"pits", "scratches", "patches", "holes"}
+    assert (run_dir / "figures" / "weak_dataset_pseudo_masks.png").stat().st_size > 5000

@@ -97,6 +97,7 @@ def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tin
     assert len(log) == 2 and f"val_{score}" in log and log[f"val_{score}"].notna().all()
     assert scores[score] == pytest.approx(log[f"val_{score}"].iloc[-1])
     assert scores["n_train"] == len(train_ids) and scores["n_val"] == len(val_ids) and scores["encoder_layers_loaded"] == 0
+    assert scores["bn_momentum"] == transfer.BN_MOMENTUM == 0.9
     assert json.loads((tmp_path / "run" / "scores.json").read_text())[score] == pytest.approx(scores[score])
     assert (tmp_path / "run" / "last.weights.h5").is_file()
 
@@ -127,6 +128,9 @@ def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tm
     with pytest.raises(ValueError, match=r"fold0 was run with other settings \(epochs\)"):
         transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
                                 fractions=(0.5, 1.0), progress=False, **(settings | {"epochs": 2}))
+    with pytest.raises(ValueError, match=r"fold0 was run with other settings \(bn_momentum\)"):
+        transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                fractions=(0.5, 1.0), progress=False, **(settings | {"bn_momentum": 0.99}))
     with pytest.raises(ValueError, match=r"other settings \(seed, train_ids\)"):
         transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
                                 fractions=(0.5,), seed=1, progress=False, **settings)
