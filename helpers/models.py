@@ -69,6 +69,7 @@ from helpers.backend import keras, sm
 __all__ = [
     "needs_fixed_size",
     "padded_size",
+    "round_up",
     "size_multiple",
     "ARCHITECTURES",
     "ARCH_OPTIONS",
@@ -306,12 +307,18 @@ def size_multiple(arch: str, downsample_factor: int = 8) -> int:
     return 6 * downsample_factor if arch == "pspnet" else _DIVISOR
 
 
-def padded_size(shape: Sequence[int], arch: str, downsample_factor: int = 8) -> tuple[int, ...]:
-    """``(H, W)`` rounded up on each side to the architecture's :func:`size_multiple` (pad target)."""
-    multiple = size_multiple(arch, downsample_factor)
+def round_up(shape: Sequence[int], multiple: int) -> tuple[int, ...]:
+    """``(H, W)`` rounded up on each side to a multiple of ``multiple``."""
     if any(int(side) < 1 for side in shape):
         raise ValueError(f"shape sides must be positive integers; got {tuple(shape)}")
-    return tuple(-(-int(side) // multiple) * multiple for side in shape)
+    if int(multiple) < 1:
+        raise ValueError(f"multiple must be a positive integer; got {multiple!r}")
+    return tuple(-(-int(side) // int(multiple)) * int(multiple) for side in shape)
+
+
+def padded_size(shape: Sequence[int], arch: str, downsample_factor: int = 8) -> tuple[int, ...]:
+    """``(H, W)`` rounded up on each side to the architecture's :func:`size_multiple` (pad target)."""
+    return round_up(shape, size_multiple(arch, downsample_factor))
 
 
 def needs_fixed_size(arch: str) -> bool:

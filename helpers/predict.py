@@ -67,8 +67,7 @@ def load_predictor(path: str | os.PathLike, num_threads: int = 2) -> export.TFLi
 def _target_size(predictor, shapes: list[tuple[int, int]], names: list[str]) -> tuple[int, int]:
     """The padded ``(H, W)`` of one batch: the model's fixed size, or the batch's largest rounded up."""
     if predictor.input_size is None:
-        multiple = predictor.multiple
-        return tuple(-(-max(side) // multiple) * multiple for side in zip(*shapes))
+        return models.round_up([max(side) for side in zip(*shapes)], predictor.multiple)
     for name, shape in zip(names, shapes):
         if shape[0] > predictor.input_size[0] or shape[1] > predictor.input_size[1]:
             raise ValueError(

@@ -506,6 +506,17 @@ def test_padded_size_rejects_bad_values():
         models.padded_size((64, 64), "segnet")
 
 
+@pytest.mark.parametrize(("shape", "multiple", "expected"), [((1, 32), 32, (32, 32)), ((33, 64), 32, (64, 64)), ((7, 8), 1, (7, 8))])
+def test_round_up(shape, multiple, expected):
+    assert models.round_up(shape, multiple) == expected
+
+
+@pytest.mark.parametrize(("shape", "multiple"), [((0, 8), 32), ((8, 8), 0)])
+def test_round_up_rejects_bad_values(shape, multiple):
+    with pytest.raises(ValueError, match="positive"):
+        models.round_up(shape, multiple)
+
+
 def test_set_batchnorm_momentum_reaches_nested_layers_and_drives_the_moving_mean():
     inner = keras.Sequential([keras.layers.BatchNormalization(name="inner_bn")], name="inner")
     inputs = keras.Input((2,))
