@@ -20,8 +20,8 @@ Tasks (:data:`TASKS`) on a Severstal-layout dataset, every defect class merged i
 Nothing is frozen (the encoder is fine-tuned). BatchNormalization moving averages use momentum
 ``bn_momentum`` = 0.9 (:data:`BN_MOMENTUM`, PyTorch's default, the paper's framework): with
 Keras' 0.99 a randomly initialised network trained for a few hundred steps keeps stale
-statistics and answers one class for every image in inference mode. Learning rate: cosine from ``learning_rate`` to
-``min_learning_rate`` (the paper: 1e-3 / 5e-3 to 1e-6). Every epoch the validation images are
+statistics and answers one class for every image in inference mode. Learning rate: cosine
+from ``learning_rate`` to ``min_learning_rate`` (the paper: 1e-3 / 5e-3 to 1e-6). Every epoch the validation images are
 scored in numpy (:func:`helpers.metrics.binary_classification_scores`,
 :func:`helpers.metrics.binary_segmentation_scores` at threshold 0.5) and logged as ``val_<score>``,
 which gives the convergence curves; the reported scores are those of the **last** epoch (the
