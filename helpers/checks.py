@@ -1,32 +1,86 @@
-"""Argument checks shared by the data modules; each raises ``ValueError`` saying what is allowed."""
+"""Argument checks shared by every module.
+
+One convention: ``check(name, value, *limits)`` returns the value in its clean type or raises
+``ValueError`` naming the argument and what is allowed, e.g.
+``positive_int("epochs", 0)`` -> ``epochs must be an integer >= 1, got 0``.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import numbers
+from collections.abc import Sequence
 
-__all__ = ["fraction", "positive_int", "seed"]
+__all__ = ["choice", "fraction", "integer", "number", "positive_int", "seed", "size"]
+
+
+def integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high`` (either bound optional; bools refused)."""
+    if low is not None and high is not None:
+        allowed = f"an integer in {low}..{high}"
+    elif low is not None:
+        allowed = f"an integer >= {low}"
+    elif high is not None:
+        allowed = f"an integer <= {high}"
+    else:
+        allowed = "an integer"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
 
 
 def positive_int(name: str, value: object) -> int:
-    """``value`` as an int >= 1 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    """``value`` as an int >= 1."""
+    return integer(name, value, low=1)
 
 
-def seed(value: object) -> int:
-    """A random seed: an int >= 0 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {value!r}")
-    return int(value)
+def seed(name: str, value: object) -> int:
+    """A random seed: an int >= 0."""
+    return integer(name, value, low=0)
 
 
-def fraction(value: object, name: str = "val_fraction") -> float:
-    """A share in [0, 1)."""
+def number(name: str, value: object, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds (``*_open``: the bound itself is excluded)."""
+    left = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    right = "" if high is None else f"{'<' if high_open else '<='} {high}"
+    allowed = " and ".join(part for part in (left, right) if part) or "finite"
     try:
-        number = float(value)
+        result = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        number = float("nan")
-    if not 0.0 <= number < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return number
+        result = math.nan
+    inside = math.isfinite(result)
+    if inside and low is not None:
+        inside = result > low if low_open else result >= low
+    if inside and high is not None:
+        inside = result < high if high_open else result <= high
+    if not inside:
+        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+    return result
+
+
+def fraction(name: str, value: object, zero: bool = True, one: bool = False) -> float:
+    """A share in [0, 1) by default; ``zero``/``one`` say whether 0 and 1 themselves are allowed."""
+    return number(name, value, 0.0, 1.0, low_open=not zero, high_open=not one)
+
+
+def choice(name: str, value: object, allowed: Sequence[object]) -> object:
+    """``value`` if it is one of ``allowed``."""
+    try:
+        known = value in allowed
+    except TypeError:  # unhashable value against a set
+        known = False
+    if not known:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def size(name: str, value: object, minimum: int = 1) -> tuple[int, int]:
+    """``(height, width)``: two integers >= ``minimum``."""
+    try:
+        height, width = value  # type: ignore[misc]
+        return integer(name, height, low=minimum), integer(name, width, low=minimum)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width), two integers >= {minimum}, got {value!r}") from None

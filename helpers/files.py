@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,15 +13,23 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "atomic_write_json",
     "atomic_write_text",
     "content_hash",
+    "image_header",
     "image_size",
+    "inside",
     "list_images",
+    "read_csv",
     "read_grey",
+    "read_json",
+    "sixteen_to_eight_bits",
     "write_image",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default bomb limit (about 9459x9459), applied to every image we open
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -38,13 +48,81 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def atomic_write_json(path: str | os.PathLike, value: object) -> Path:
+    """Write ``value`` as indented JSON to ``path`` atomically (a reader sees the old file or the new one)."""
+    return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """A JSON file; ``ValueError`` naming the file (and line) when it is empty, truncated or not UTF-8."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {err.lineno}: not valid JSON ({err.msg}); the file may be truncated") from None
+
+
+def _csv_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and b"\x00" in raw[:64]):
+        raise ValueError(f"{path}: looks like UTF-16 text; save it as UTF-8 (comma-separated)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 (Latin-1 or another "
+                         "encoding?); save the file as UTF-8") from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; expected a header line and rows")
+    return text
+
+
+def read_csv(path: str | os.PathLike, **options) -> "pandas.DataFrame":
+    """``pandas.read_csv`` of a UTF-8 file (a BOM is accepted), with errors that name the file and line.
+
+    Refuses UTF-16, non-UTF-8 bytes (e.g. Latin-1) and empty files instead of reading garbage.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    text = _csv_text(path)
+    try:
+        return pd.read_csv(io.StringIO(text), **options)
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except ValueError as err:  # e.g. usecols naming a missing column
+        raise ValueError(f"{path}: {err}") from None
+
+
+def inside(root: str | os.PathLike, relative: str, what: str = "path") -> Path:
+    """``root / relative``, refusing absolute paths and ``..`` that would leave ``root`` (``ValueError``)."""
+    root_path = Path(root).resolve()
+    candidate = (root_path / relative).resolve()
+    if Path(relative).is_absolute() or not candidate.is_relative_to(root_path):
+        raise ValueError(f"{what} {relative!r} points outside {root}")
+    return Path(root) / relative
+
+
 def _open(path: Path) -> Image.Image:
+    """Open an image's header; ``ValueError`` naming the file for non-images and decompression bombs."""
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        return Image.open(path)
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"refusing image {path}: {err}") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ValueError(f"refusing image {path}: its header declares {height}x{width} pixels (HxW), more than "
+                         f"the limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb, or an image to tile first)")
+    return image
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -54,11 +132,30 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return height, width
 
 
+def image_header(path: str | os.PathLike) -> tuple[int, int, str, int]:
+    """``(height, width, mode, bands)`` from an image's header (no pixel data decoded)."""
+    with _open(Path(path)) as image:
+        width, height = image.size
+        return height, width, image.mode, len(image.getbands())
+
+
+def sixteen_to_eight_bits(array: np.ndarray) -> np.ndarray:
+    """Map 16-bit grey values 0..65535 linearly onto 0..255 (``round(v / 257)``): one rule for every image.
+
+    ``v = 257 * g`` gives back ``g`` exactly, so 8-bit data stored in 16 bits is unchanged.
+    """
+    array = np.asarray(array)
+    if array.size and (array.min() < 0 or array.max() > 65535):
+        raise ValueError(f"16-bit grey values must lie in 0..65535, found {array.min()}..{array.max()}")
+    return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def read_grey(path: str | os.PathLike) -> np.ndarray:
     """Read an image as a uint8 ``(H, W)`` grey array (colour is converted with ITU-R 601 luma).
 
     Grey images stored as 3 identical channels (as in Severstal and NEU-Seg) come back exactly;
-    JPEGs are decoded straight to luma by libjpeg.
+    JPEGs are decoded straight to luma by libjpeg. 16-bit grey images go through
+    :func:`sixteen_to_eight_bits` (the full 0..65535 range onto 0..255, the same for every image).
     """
     path = Path(path)
     with _open(path) as image:
@@ -68,11 +165,12 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
             image.load()
         except OSError as err:
             raise ValueError(f"corrupt or truncated image {path}: {err}") from None
-        if image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I"):
-            if image.mode in ("I;16", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if array.max() > 255 else 255.0
-                return np.round(array / peak * 255).astype(np.uint8)
+        if image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", *SIXTEEN_BIT_MODES):
+            if image.mode in SIXTEEN_BIT_MODES:
+                try:
+                    return sixteen_to_eight_bits(np.asarray(image))
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err}") from None
             if image.mode in ("RGB", "RGBA"):
                 rgb = np.asarray(image.convert("RGB"))
                 if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():

@@ -43,7 +43,6 @@ import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from . import augment, checks, files, rle, severstal
@@ -101,15 +100,13 @@ def _image_problems(
         problems.append("missing file")
     else:
         try:
-            with Image.open(path) as image:
-                width, height = image.size
-                bands, mode = image.getbands(), image.mode
-        except (UnidentifiedImageError, OSError) as err:
+            height, width, mode, bands = files.image_header(path)
+        except (ValueError, OSError) as err:
             problems.append(f"unreadable image: {err}")
         else:
             actual = (height, width)
-            if len(bands) not in expected_channels:
-                problems.append(f"unexpected channels: {len(bands)} ({mode}), expected one of {expected_channels}")
+            if bands not in expected_channels:
+                problems.append(f"unexpected channels: {bands} ({mode}), expected one of {expected_channels}")
             if table_shape is not None and actual != table_shape:
                 problems.append(f"unexpected size {height}x{width}, the table says {table_shape[0]}x{table_shape[1]} (HxW)")
             if expected_shape is not None and actual != expected_shape:
@@ -268,7 +265,7 @@ def make_dataset(
     """
     dataset_dir = Path(dataset_dir)
     batch_size = checks.positive_int("batch_size", batch_size)
-    seed = checks.seed(seed)
+    seed = checks.seed("seed", seed)
     if not isinstance(training, (bool, np.bool_)):
         raise ValueError(f"training must be True or False, got {training!r}")
     if num_parallel_calls != tf.data.AUTOTUNE:
@@ -425,7 +422,7 @@ def make_image_dataset(
     naming them, or are logged and dropped) and batching as in :func:`make_dataset`.
     """
     batch_size = checks.positive_int("batch_size", batch_size)
-    seed = checks.seed(seed)
+    seed = checks.seed("seed", seed)
     size = rle.validate_shape(tuple(image_size))
     if not isinstance(training, (bool, np.bool_)):
         raise ValueError(f"training must be True or False, got {training!r}")

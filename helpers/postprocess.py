@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import rle, severstal
+from . import files, rle, severstal
 
 __all__ = [
     "apply",
@@ -151,12 +151,15 @@ def write_submission(image_ids: Sequence[str], masks: Sequence[np.ndarray], path
     """
     if len(image_ids) != len(masks) or not len(masks):
         raise ValueError(f"need as many masks as image ids (and at least one), got {len(masks)} and {len(image_ids)}")
+    repeated = pd.Index(image_ids)[pd.Index(image_ids).duplicated()]
+    if len(repeated):
+        raise ValueError(f"ImageId {repeated[0]!r} appears more than once in image_ids; each image must have one row")
     n_classes = np.asarray(masks[0]).shape[-1]
     rows = {image_id: severstal.encode_masks(mask) for image_id, mask in zip(image_ids, masks)}
     wide = pd.DataFrame.from_dict(rows, orient="index", columns=list(range(1, n_classes + 1))).astype(str)
     wide.index.name = "ImageId"
     severstal.write_submission(wide, path)
-    written = pd.read_csv(path, dtype=str, keep_default_na=False)
+    written = files.read_csv(path, dtype=str, keep_default_na=False)
     for image_id, mask in zip(image_ids, masks):
         for c in range(n_classes):
             encoded = written.loc[(written["ImageId"] == image_id) & (written["ClassId"] == str(c + 1)), "EncodedPixels"]

@@ -65,9 +65,11 @@ def _parse_tokens(rle: str) -> np.ndarray:
     except (ValueError, OverflowError):
         for position, token in enumerate(tokens, start=1):
             try:
-                int(token)
+                value = int(token)
             except ValueError:
                 raise ValueError(f"RLE token {position} is not an integer: {token!r}") from None
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(f"RLE token {position} is far too large for any image: {token!r}") from None
         raise
 
 
@@ -105,6 +107,13 @@ def _check_runs(starts: np.ndarray, lengths: np.ndarray, n_pixels: int, shape: t
     if (lengths < 1).any():
         i = first(lengths < 1)
         raise ValueError(f"run {i + 1}: length {lengths[i]} < 1")
+    # bounded before any arithmetic: start + length of huge values would overflow int64
+    if (starts > n_pixels).any():
+        i = first(starts > n_pixels)
+        raise ValueError(f"run {i + 1}: start {starts[i]} is past the last pixel {n_pixels} of a {shape[0]}x{shape[1]} image")
+    if (lengths > n_pixels).any():
+        i = first(lengths > n_pixels)
+        raise ValueError(f"run {i + 1}: length {lengths[i]} is longer than the {n_pixels} pixels of a {shape[0]}x{shape[1]} image")
     ends = starts + lengths - 1
     if starts.size > 1 and (starts[1:] <= ends[:-1]).any():
         i = first(starts[1:] <= ends[:-1]) + 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -21,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "execute_notebook", "executed_parameters", "list_notebooks", "load_profile", "main",
-           "notebook_parameters", "run_notebooks"]
+__all__ = ["PROJECT_ROOT", "check_overrides", "execute_notebook", "executed_parameters", "list_notebooks",
+           "load_profile", "main", "notebook_parameters", "run_folder", "run_notebooks"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -126,7 +125,15 @@ def load_profile(name: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
     """Profile ``name`` from ``<notebooks_dir>/profiles.yaml``: ``{"common": {...}, "notebooks": {stem: {...}}}``."""
     import yaml
 
-    profiles = yaml.safe_load((Path(notebooks_dir) / PROFILES_FILE.name).read_text())
+    path = Path(notebooks_dir) / PROFILES_FILE.name
+    try:
+        profiles = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(profiles, dict) or not all(isinstance(v, (dict, type(None))) for v in profiles.values()):
+        raise ValueError(f"{path}: expected a mapping of profile name -> {{common: ..., notebooks: ...}}")
     if name not in profiles:
         raise ValueError(f"unknown profile {name!r}; choose from {sorted(profiles)}")
     profile = profiles[name] or {}
@@ -157,7 +164,12 @@ def _parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
             raise ValueError(f"parameter override must look like name=value, got {pair!r}")
-        overrides[key] = _parse_value(value, yaml)
+        try:
+            overrides[key] = _parse_value(value, yaml)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"-p {pair}: the value is not valid YAML ({problem}); "
+                             "quote lists and strings, e.g. -p 'archs=[\"unet\", \"fpn\"]'") from None
     return overrides
 
 
@@ -168,6 +180,30 @@ def _parse_value(text: str, yaml):
         except ValueError:
             pass
     return yaml.safe_load(text) if text else ""
+
+
+def check_overrides(overrides: dict, declared: dict[str, set[str]]) -> None:
+    """Refuse override names that no selected notebook declares (``declared``: notebook -> names)."""
+    import difflib
+
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(overrides) - known)
+    if not unknown:
+        return
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        lines.append(f"{name}{hint}")
+    raise ValueError(f"parameter(s) not declared by any selected notebook ({', '.join(sorted(declared))}): "
+                     + "; ".join(lines))
+
+
+def run_folder(outputs_root: Path, run_name: str) -> Path:
+    """``outputs_root/run_name``; the name must be a plain folder name (no ``/``, no ``..``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name or ""):
+        raise ValueError(f"run name must be a plain folder name (letters, digits, . _ -), got {run_name!r}")
+    return Path(outputs_root) / run_name
 
 
 def _kernel_manager(log_path: Path):
@@ -249,15 +285,16 @@ def run_notebooks(
     import papermill
 
     profile = load_profile(profile_name, notebooks_dir)
-    run_dir = Path(outputs_root or PROJECT_ROOT / "outputs") / (run_name or profile_name)
+    run_dir = run_folder(Path(outputs_root or PROJECT_ROOT / "outputs"), run_name or profile_name)
+    notebooks = list_notebooks(only, notebooks_dir)
+    declared = {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
+    check_overrides(overrides or {}, declared)
+    record = _RunRecord(run_dir / "run.json", profile_name)  # a broken run.json stops us before anything is written
     executed_dir = run_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     overrides = {**(overrides or {}), "output_dir": str(run_dir.resolve()), "profile": profile_name}
-    notebooks = list_notebooks(only, notebooks_dir)
-    record = _RunRecord(run_dir / "run.json", profile_name)
     for index, notebook in enumerate(notebooks, start=1):
-        declared = set(papermill.inspect_notebook(str(notebook)))
-        params = notebook_parameters(profile, notebook.stem, declared, overrides, root)
+        params = notebook_parameters(profile, notebook.stem, declared[notebook.stem], overrides, root)
         executed = executed_dir / notebook.name
         print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
         started = time.perf_counter()
@@ -280,18 +317,29 @@ class _RunRecord:
     """``run.json`` of a run folder, rewritten after every notebook (entries of the same profile kept)."""
 
     def __init__(self, path: Path, profile: str):
+        from . import files
+
         self.path, self.profile, self.entries = path, profile, []
         if path.is_file():
-            previous = json.loads(path.read_text())
+            try:
+                previous = files.read_json(path)
+            except ValueError as err:
+                raise ValueError(f"{err}; delete it or choose another --run") from None
+            entries = previous.get("notebooks", []) if isinstance(previous, dict) else None
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
+                raise ValueError(f"{path}: not a run record (expected profile and notebooks); "
+                                 "delete it or choose another --run")
             if previous.get("profile") == profile:
-                self.entries = previous.get("notebooks", [])
+                self.entries = entries
 
     def add(self, name: str, status: str, seconds: float, parameters: dict) -> None:
         entry = {"name": name, "status": status, "seconds": round(seconds, 1), "parameters": parameters}
         self.entries = sorted([e for e in self.entries if e["name"] != name] + [entry], key=lambda e: e["name"])
+        from . import files
+
         summary = {"profile": self.profile, "notebooks": self.entries,
                    "total_seconds": round(sum(e["seconds"] for e in self.entries), 1)}
-        self.path.write_text(json.dumps(summary, indent=2))
+        files.atomic_write_json(self.path, summary)
 
 
 # ---------------------------------------------------------------- command line
@@ -319,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tests is not None:
         return subprocess.call([sys.executable, "-m", "pytest", *args.tests], cwd=PROJECT_ROOT)
     try:
-        run_notebooks(args.profile, args.only, args.run_name, _parse_overrides(args.param), progress=not args.no_progress)
+        overrides = _parse_overrides(args.param)
+        run_notebooks(args.profile, args.only, args.run_name, overrides, progress=not args.no_progress)
     except (RuntimeError, ValueError) as err:
         if isinstance(err, ValueError):
             print(f"error: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import files, rle
+from . import checks, files, rle
 
 __all__ = [
     "SUBMISSION_LAYOUTS",
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 SUBMISSION_LAYOUTS = ("ImageId,EncodedPixels,ClassId", "ImageId_ClassId,EncodedPixels")
+MAX_CLASSES = 255  # class ids fit an 8-bit index mask; a larger id is a typo, not a dataset
 
 
 def class_columns(table: pd.DataFrame) -> list[int]:
@@ -48,12 +49,42 @@ def class_columns(table: pd.DataFrame) -> list[int]:
     return sorted(c for c in table.columns if isinstance(c, (int, np.integer)))
 
 
+def _first_bad(bad: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(bad))[0])
+
+
+def _check_image_ids(ids: pd.Series, csv_path: Path) -> None:
+    """ImageIds are file names inside the image folder: no folders, no ``..``, not empty."""
+    bad = (ids.str.strip() == "") | ids.str.contains(r"[/\\]|^\.\.?$", regex=True)
+    if bad.any():
+        row = _first_bad(bad)
+        raise ValueError(f"{csv_path} line {row + 2}: ImageId {ids.iloc[row]!r} must be a plain file name "
+                         "(no folders, no '..'), as in train_images/")
+
+
+def _class_ids(values: pd.Series, csv_path: Path, column: str = "ClassId") -> pd.Series:
+    """Class ids as ints in 1..MAX_CLASSES; ``ValueError`` naming the line otherwise."""
+    text = values.astype(str).str.strip()
+    digits = text.str.fullmatch(r"\d{1,9}")
+    numbers = pd.to_numeric(text.where(digits), errors="coerce")
+    bad = numbers.isna() | (numbers < 1) | (numbers > MAX_CLASSES)
+    if bad.any():
+        row = _first_bad(bad)
+        raise ValueError(f"{csv_path} line {row + 2}: {column} {values.iloc[row]!r} is not an integer in 1..{MAX_CLASSES}")
+    return numbers.astype(int)
+
+
 def _read_long(csv_path: Path) -> pd.DataFrame:
-    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    raw = files.read_csv(csv_path, dtype=str, keep_default_na=False)
     columns = list(raw.columns)
-    if {"ImageId", "ClassId", "EncodedPixels"} <= set(columns):
+    new_layout = {"ImageId", "ClassId", "EncodedPixels"} <= set(columns)
+    old_layout = {"ImageId_ClassId", "EncodedPixels"} <= set(columns)
+    if new_layout and old_layout:
+        raise ValueError(f"{csv_path}: holds both layouts' columns (ImageId,ClassId and ImageId_ClassId); "
+                         "keep one: ImageId,ClassId,EncodedPixels or ImageId_ClassId,EncodedPixels")
+    if new_layout:
         long = raw[["ImageId", "ClassId", "EncodedPixels"]].copy()
-    elif {"ImageId_ClassId", "EncodedPixels"} <= set(columns):
+    elif old_layout:
         parts = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True)
         if parts.shape[1] != 2 or parts[1].isna().any():
             row = int(np.flatnonzero(parts.isna().any(axis=1).to_numpy())[0]) if parts.shape[1] == 2 else 0
@@ -64,16 +95,12 @@ def _read_long(csv_path: Path) -> pd.DataFrame:
             f"{csv_path}: unknown columns {columns}; expected ImageId,ClassId,EncodedPixels "
             "or ImageId_ClassId,EncodedPixels"
         )
-    class_ids = pd.to_numeric(long["ClassId"], errors="coerce")
-    bad = class_ids.isna() | (class_ids < 1) | (class_ids != class_ids.round())
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{csv_path} line {row + 2}: ClassId {long['ClassId'].iloc[row]!r} is not an integer >= 1")
-    long["ClassId"] = class_ids.astype(int)
+    _check_image_ids(long["ImageId"], csv_path)
+    long["ClassId"] = _class_ids(long["ClassId"], csv_path)
     long["EncodedPixels"] = long["EncodedPixels"].str.strip()
     duplicated = long.duplicated(["ImageId", "ClassId"], keep="first")
     if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        row = _first_bad(duplicated)
         raise ValueError(
             f"{csv_path} line {row + 2}: ImageId {long['ImageId'].iloc[row]!r} ClassId "
             f"{long['ClassId'].iloc[row]} appears twice"
@@ -86,8 +113,16 @@ def read_classes(dataset_dir: str | os.PathLike) -> dict[int, str]:
     path = Path(dataset_dir) / "classes.csv"
     if not path.is_file():
         return {i: f"class {i}" for i in range(1, 5)}
-    table = pd.read_csv(path)
-    return {int(i): str(n) for i, n in zip(table["ClassId"], table["Name"])}
+    table = files.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"ClassId", "Name"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; expected ClassId,Name")
+    ids = _class_ids(table["ClassId"], path)
+    repeated = ids.duplicated()
+    if repeated.any():
+        row = _first_bad(repeated)
+        raise ValueError(f"{path} line {row + 2}: ClassId {ids.iloc[row]} appears twice")
+    return {int(i): str(n) for i, n in zip(ids, table["Name"])}
 
 
 def write_classes(dataset_dir: str | os.PathLike, names: dict[int, str]) -> Path:
@@ -114,6 +149,8 @@ def read_train_csv(
     if not csv_path.is_file():
         raise FileNotFoundError(f"train.csv not found: {csv_path}")
     long = _read_long(csv_path)
+    if n_classes is not None:
+        n_classes = checks.integer("n_classes", n_classes, 1, MAX_CLASSES)
     n_classes = int(n_classes or max(4, long["ClassId"].max() if len(long) else 0))
     too_big = long["ClassId"] > n_classes
     if too_big.any():
@@ -150,7 +187,7 @@ def read_train_csv(
 def read_dataset(dataset_dir: str | os.PathLike, validate: bool = True) -> pd.DataFrame:
     """Wide table of a dataset folder (``train.csv`` + ``train_images/``, classes from ``classes.csv``)."""
     dataset_dir = Path(dataset_dir)
-    n_classes = len(read_classes(dataset_dir))
+    n_classes = max(read_classes(dataset_dir))
     return read_train_csv(dataset_dir / "train.csv", dataset_dir / "train_images", n_classes=n_classes, validate=validate)
 
 
@@ -216,8 +253,16 @@ def _to_csv(table: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
+def _check_unique_ids(wide: pd.DataFrame) -> None:
+    repeated = wide.index[wide.index.duplicated()]
+    if len(repeated):
+        raise ValueError(f"ImageId {repeated[0]!r} appears more than once ({len(repeated)} repeated id(s)); "
+                         "each image must have one row")
+
+
 def write_train_csv(wide: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write Kaggle's ``ImageId,ClassId,EncodedPixels`` (defects only) atomically."""
+    _check_unique_ids(wide)
     return files.atomic_write_text(path, _to_csv(long_table(wide)))
 
 
@@ -225,8 +270,8 @@ def write_submission(
     wide: pd.DataFrame, path: str | os.PathLike, layout: str = SUBMISSION_LAYOUTS[0]
 ) -> Path:
     """Write a submission with a row for every ImageId x ClassId (empty mask = empty string), atomically."""
-    if layout not in SUBMISSION_LAYOUTS:
-        raise ValueError(f"layout must be one of {SUBMISSION_LAYOUTS}, got {layout!r}")
+    checks.choice("layout", layout, SUBMISSION_LAYOUTS)
+    _check_unique_ids(wide)
     long = long_table(wide, keep_empty=True)
     if layout == SUBMISSION_LAYOUTS[0]:
         table = long[["ImageId", "EncodedPixels", "ClassId"]]
@@ -242,10 +287,14 @@ def read_splits(dataset_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(dataset_dir) / "splits.csv"
     if not path.is_file():
         raise FileNotFoundError(f"splits.csv not found in {dataset_dir}")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = files.read_csv(path, dtype=str, keep_default_na=False)
     missing = {"ImageId", "split", "group"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    repeated = table["ImageId"].duplicated()
+    if repeated.any():
+        row = _first_bad(repeated)
+        raise ValueError(f"{path} line {row + 2}: ImageId {table['ImageId'].iloc[row]!r} appears twice")
     return table.set_index("ImageId")
 
 

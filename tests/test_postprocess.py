@@ -78,6 +78,14 @@ def test_flip_tta_averages_back_flipped_predictions():
         postprocess.flip_tta(lambda x: x, images, flips=("diagonal",))
 
 
+def test_write_submission_refuses_a_repeated_image_id(tmp_path):
+    """Before: the second mask silently replaced the first (one row per id in the file)."""
+    same = np.zeros((3, 4, 1), np.uint8)
+    with pytest.raises(ValueError, match="ImageId 'a.jpg' appears more than once"):
+        postprocess.write_submission(["a.jpg", "a.jpg"], [same, same], tmp_path / "submission.csv")
+    assert not (tmp_path / "submission.csv").exists()
+
+
 def test_write_submission_round_trips(tmp_path):
     masks = [np.zeros((3, 4, 2), np.uint8), np.zeros((3, 4, 2), np.uint8)]
     masks[0][0, 0, 0] = 1

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,6 +79,11 @@ INVALID_CASES = [
     ("overlapping runs", "1 3 2 2", (2, 3), "overlaps the previous run"),
     ("past the end", "5 3", (2, 3), "past the last pixel 6"),
     ("start past the end", "7 1", (2, 3), "past the last pixel 6"),
+    ("length longer than the image", "1 7", (2, 3), "length 7 is longer than the 6 pixels"),
+    ("huge start", f"{2**62} 1", (2, 3), "start 4611686018427387904 is past the last pixel 6"),
+    ("huge length", f"1 {2**62}", (2, 3), "length 4611686018427387904 is longer than the 6 pixels"),
+    ("token beyond int64", f"1 {2**63}", (2, 3), "token 2 is far too large for any image: '9223372036854775808'"),
+    ("negative token beyond int64", f"{-2**64} 1", (2, 3), "token 1 is far too large"),
 ]
 
 
@@ -83,6 +92,28 @@ def test_invalid_strings_raise_with_the_reason(name, text, shape, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         rle.decode(text, shape)
     assert message in rle.problem(text, shape)
+
+
+OVERFLOW_STRINGS = [
+    # start + length past int64 once added: decode used to write far outside its buffer
+    f"1 {2**62} {2**62 + 1} {2**62} {2**63 - 1} {2**62} {2**63 - 1} {2**62}",
+    f"{2**63 - 1} {2**63 - 1}",
+    f"1 1 {2**63 - 1} 2",
+]
+
+
+@pytest.mark.parametrize("text", OVERFLOW_STRINGS)
+def test_overflowing_runs_raise_instead_of_crashing(text):
+    """In a child process: before the fix these killed the interpreter (SIGSEGV)."""
+    code = (
+        "from helpers import rle\n"
+        f"try:\n    rle.decode({text!r}, (10, 10))\nexcept ValueError as err:\n    print('ValueError', err)\n"
+        f"print('problem', rle.problem({text!r}, (10, 10)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, f"child died with {done.returncode}: {done.stderr[-500:]}"
+    assert done.stdout.startswith("ValueError run ") and "\nproblem run " in done.stdout
 
 
 def test_problem_is_none_for_valid_strings():

@@ -117,3 +117,107 @@ def test_bad_overrides(pair):
 
 def test_this_environment_satisfies_the_pins():
     assert run.missing_requirements() == []
+
+
+def test_a_misspelt_parameter_is_refused_with_close_matches(notebooks_dir, tmp_path):
+    """Before: -p siez=7 was dropped silently and the notebooks ran with size 1."""
+    with pytest.raises(ValueError, match=r"siez \(did you mean size\?\)"):
+        run.run_notebooks("smoke", only=["00"], overrides={"siez": 7}, outputs_root=tmp_path / "out",
+                          progress=False, notebooks_dir=notebooks_dir)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_parameter_of_another_notebook_is_refused(notebooks_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"not declared by any selected notebook \(01_second\): size"):
+        run.run_notebooks("smoke", only=["01"], overrides={"size": 7}, outputs_root=tmp_path / "out",
+                          progress=False, notebooks_dir=notebooks_dir)
+
+
+@pytest.mark.parametrize("run_name", ["../../x", "..", "a/b", "/tmp/x", ".hidden"])
+def test_run_names_stay_inside_outputs(notebooks_dir, tmp_path, run_name):
+    with pytest.raises(ValueError, match="run name must be a plain folder name"):
+        run.run_notebooks("smoke", only=["00"], run_name=run_name, outputs_root=tmp_path / "a" / "out",
+                          progress=False, notebooks_dir=notebooks_dir)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "x").exists()
+
+
+def test_an_unknown_notebook_creates_nothing(notebooks_dir, tmp_path):
+    """Before: outputs/<run>/notebooks/ was made before the selection was checked."""
+    with pytest.raises(ValueError, match="unknown notebook"):
+        run.run_notebooks("smoke", only=["07"], outputs_root=tmp_path / "out", progress=False, notebooks_dir=notebooks_dir)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["smoke:\n  common: [unclosed\n", "smoke:\n\tcommon: {}\n", "- just\n- a list\n"])
+def test_a_broken_profiles_file_is_one_line_naming_it(notebooks_dir, text):
+    (notebooks_dir / "profiles.yaml").write_text(text)
+    with pytest.raises(ValueError, match=r"profiles\.yaml") as err:
+        run.load_profile("smoke", notebooks_dir)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("pair", ["archs=[unet, fpn", "x={a: 1", "s='open"])
+def test_broken_yaml_in_an_override_is_one_line_naming_it(pair):
+    with pytest.raises(ValueError, match="is not valid YAML") as err:
+        run._parse_overrides([pair])
+    assert pair in str(err.value) and "\n" not in str(err.value)
+
+
+def test_main_reports_bad_arguments_in_one_line(capsys):
+    assert run.main(["--env", "current", "-p", "archs=[unet", "--only", "00"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ['{"profile": "smoke", "notebooks": [{"na', "", '["not", "a", "record"]'])
+def test_a_truncated_run_json_is_named_and_left_alone(notebooks_dir, tmp_path, content):
+    run_dir = tmp_path / "out" / "smoke"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(content)
+    with pytest.raises(ValueError, match=r"run\.json.*delete it or choose another --run"):
+        run.run_notebooks("smoke", only=["00"], outputs_root=tmp_path / "out", progress=False, notebooks_dir=notebooks_dir)
+    assert (run_dir / "run.json").read_text() == content and sorted(p.name for p in run_dir.iterdir()) == ["run.json"]
+
+
+def test_run_json_is_written_atomically(notebooks_dir, tmp_path, monkeypatch):
+    from helpers import files
+
+    run_dir = run.run_notebooks("smoke", only=["00"], outputs_root=tmp_path / "out", progress=False, notebooks_dir=notebooks_dir)
+    before = (run_dir / "run.json").read_text()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        run.run_notebooks("smoke", only=["00"], outputs_root=tmp_path / "out", progress=False, notebooks_dir=notebooks_dir)
+    assert (run_dir / "run.json").read_text() == before
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def _readme_commands() -> list[list[str]]:
+    """The ``python3 -m helpers.run`` commands of the README, as argument lists (line continuations joined)."""
+    import shlex
+
+    text = (run.PROJECT_ROOT / "README.md").read_text().replace("\\\n", " ")
+    code = "\n".join(text.split("```")[1::2])  # inside fenced blocks only
+    commands = []
+    for line in code.splitlines():
+        if line.lstrip().startswith("python3 -m helpers.run"):
+            words = shlex.split(line.split("python3 -m helpers.run", 1)[1].split(" #")[0])
+            commands.append(words)
+    return commands
+
+
+def test_every_readme_command_names_declared_parameters():
+    """A -p in the README that no selected notebook declares would now stop the run: none may."""
+    import papermill
+
+    commands = _readme_commands()
+    assert len(commands) >= 10
+    declared_by = {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in run.list_notebooks()}
+    for words in commands:
+        args = run._parser().parse_args(words)
+        if args.tests is not None or args.list:
+            continue
+        chosen = {nb.stem: declared_by[nb.stem] for nb in run.list_notebooks(args.only)}
+        run.check_overrides(run._parse_overrides(args.param), chosen)

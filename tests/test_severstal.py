@@ -164,3 +164,65 @@ def test_classes_and_splits_files(tmp_path):
     severstal.write_splits(tmp_path, splits)
     assert (tmp_path / "splits.csv").read_text().splitlines() == ["ImageId,split,group", "a.jpg,val,g2", "b.jpg,train,g1"]
     pd.testing.assert_frame_equal(severstal.read_splits(tmp_path).sort_index(), splits.sort_index())
+
+
+# (name, train.csv bytes, error words) read with read_train_csv(shape=...): no classes.csv bounds them
+HOSTILE_CSV_CASES = [
+    ("class id far too large", b"ImageId,ClassId,EncodedPixels\na.jpg,1000,1 2\n", "line 2: ClassId '1000' is not an integer in 1..255"),
+    ("class id in float notation", b"ImageId,ClassId,EncodedPixels\na.jpg,1,1 1\na.jpg,1e2,1 2\n", "line 3: ClassId '1e2' is not an integer"),
+    ("image id leaving the folder", b"ImageId,ClassId,EncodedPixels\n../x.jpg,1,1 2\n", "line 2: ImageId '../x.jpg' must be a plain file name"),
+    ("image id in a sub-folder", b"ImageId,ClassId,EncodedPixels\na.jpg,1,1 1\nsub/b.jpg,1,1 2\n", "line 3: ImageId 'sub/b.jpg'"),
+    ("both layouts", b"ImageId,ClassId,EncodedPixels,ImageId_ClassId\na.jpg,1,1 2,a.jpg_2\n", "holds both layouts' columns"),
+    ("empty file", b"", "the file is empty"),
+    ("UTF-16 file", "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\n".encode("utf-16"), "looks like UTF-16"),
+    ("Latin-1 file", "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\nbr\xfbl\xe9.jpg,1,1 2\n".encode("latin-1"), "line 3: byte 0xfb is not UTF-8"),
+    ("overflowing RLE", f"ImageId,ClassId,EncodedPixels\na.jpg,2,1 {2**63}\n".encode(), "ImageId a.jpg ClassId 2: RLE token 2 is far too large"),
+]
+
+
+@pytest.mark.parametrize("name, raw, message", HOSTILE_CSV_CASES, ids=[c[0] for c in HOSTILE_CSV_CASES])
+def test_hostile_csv_is_refused_naming_file_and_line(tmp_path, name, raw, message):
+    (tmp_path / "train.csv").write_bytes(raw)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")) as err:
+        severstal.read_train_csv(tmp_path / "train.csv", shape=SHAPE)
+    assert "train.csv" in str(err.value) or "ImageId a.jpg" in str(err.value)
+
+
+def test_a_bom_is_accepted(dataset_dir):
+    (dataset_dir / "train.csv").write_bytes(b"\xef\xbb\xbf" + (dataset_dir / "train.csv").read_bytes())
+    assert severstal.read_dataset(dataset_dir).loc["a.jpg", 1] == "1 2"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ClassId,Name\n1,pits\n1,holes\n", "line 3: ClassId 1 appears twice"),
+        ("ClassId,Name\n1,pits\n9999,holes\n", "line 3: ClassId '9999' is not an integer in 1..255"),
+        ("Id,Name\n1,pits\n", "missing columns \\['ClassId'\\]"),
+    ],
+)
+def test_bad_classes_file_is_named(tmp_path, text, message):
+    (tmp_path / "classes.csv").write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        severstal.read_classes(tmp_path)
+    assert "classes.csv" in str(err.value)
+
+
+def test_classes_file_with_a_gap_keeps_the_highest_class(dataset_dir):
+    (dataset_dir / "classes.csv").write_text("ClassId,Name\n1,pits\n3,holes\n")
+    assert severstal.class_columns(severstal.read_dataset(dataset_dir)) == [1, 2, 3]
+
+
+def test_duplicate_image_ids_are_refused_in_splits(tmp_path):
+    (tmp_path / "splits.csv").write_text("ImageId,split,group\na.jpg,train,g1\na.jpg,val,g2\n")
+    with pytest.raises(ValueError, match="line 3: ImageId 'a.jpg' appears twice"):
+        severstal.read_splits(tmp_path)
+
+
+@pytest.mark.parametrize("write", [severstal.write_submission, severstal.write_train_csv])
+def test_duplicate_image_ids_are_refused_when_writing(dataset_dir, tmp_path, write):
+    wide = severstal.read_dataset(dataset_dir)
+    doubled = pd.concat([wide, wide.loc[["b.jpg"]]])
+    with pytest.raises(ValueError, match="ImageId 'b.jpg' appears more than once"):
+        write(doubled, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
