@@ -46,7 +46,7 @@ def number(name: str, value: object, low: float | None = None, high: float | Non
     """``value`` as a finite float within the bounds (``*_open``: the bound itself is excluded)."""
     left = "" if low is None else f"{'>' if low_open else '>='} {low}"
     right = "" if high is None else f"{'<' if high_open else '<='} {high}"
-    allowed = " and ".join(part for part in (left, right) if part) or "finite"
+    bounds = " and ".join(part for part in (left, right) if part)
     try:
         result = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
@@ -57,13 +57,17 @@ def number(name: str, value: object, low: float | None = None, high: float | Non
     if inside and high is not None:
         inside = result < high if high_open else result <= high
     if not inside:
-        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
     return result
 
 
 def fraction(name: str, value: object, zero: bool = True, one: bool = False) -> float:
     """A share in [0, 1) by default; ``zero``/``one`` say whether 0 and 1 themselves are allowed."""
-    return number(name, value, 0.0, 1.0, low_open=not zero, high_open=not one)
+    interval = ("[" if zero else "(") + "0, 1" + ("]" if one else ")")
+    try:
+        return number(name, value, 0.0, 1.0, low_open=not zero, high_open=not one)
+    except ValueError:
+        raise ValueError(f"{name} must be in {interval}, got {value!r}") from None
 
 
 def choice(name: str, value: object, allowed: Sequence[object]) -> object:

@@ -84,7 +84,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from helpers import models, postprocess, viz
+from helpers import checks, models, postprocess, viz
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -136,24 +136,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 # ------------------------------------------------------------------ argument checks
-def _choice(value: str, allowed: Sequence[str], name: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-    return value
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _call_index(value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"call_index must be an integer >= 0; got {value!r}")
-    return int(value)
-
-
 def _images(images: Any) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
@@ -404,8 +386,8 @@ def pooled_features(
     of :mod:`helpers.models` the default layer is the deepest backbone feature, i.e. the first
     output of :func:`helpers.models.encoder_model`. The forward pass stops at the layer.
     """
-    batch_size = _positive_int(batch_size, "batch_size")
-    call_index = _call_index(call_index)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    call_index = checks.integer("call_index", call_index, low=0)
     path, target = _target(model, layer, output)
     features = []
     for batch in _batches(images, batch_size):
@@ -497,10 +479,10 @@ def grad_cam(
     ReLU'd and divided by their maximum per image (all zeros when no pixel is positive).
     """
     images = _images(images)
-    _choice(method, METHODS, "method")
-    _choice(reduce, REDUCTIONS, "reduce")
-    batch_size = _positive_int(batch_size, "batch_size")
-    call_index = _call_index(call_index)
+    checks.choice("method", method, METHODS)
+    checks.choice("reduce", reduce, REDUCTIONS)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    call_index = checks.integer("call_index", call_index, low=0)
     path, target_layer = _target(model, layer, output)
     output_shape = tuple(model.outputs[output].shape)
     n, size = len(images), images.shape[1:3]
@@ -620,9 +602,9 @@ def embed_tsne(
     if not perplexity > 0:
         raise ValueError(f"perplexity must be > 0; got {perplexity!r}")
     if pca_dims is not None:
-        _positive_int(pca_dims, "pca_dims")
+        checks.positive_int("pca_dims", pca_dims)
     method = ("exact" if n <= TSNE_EXACT_MAX else "barnes_hut") if method is None else method
-    _choice(method, TSNE_METHODS, "method")
+    checks.choice("method", method, TSNE_METHODS)
     limit = (n - 1) / 3
     if perplexity > limit:
         warnings.warn(f"perplexity {perplexity} is too large for {n} samples; using {limit:.3g}", UserWarning, stacklevel=2)
@@ -658,7 +640,7 @@ def embedding_scores(embedding: np.ndarray, labels: Sequence[Any] | np.ndarray, 
     n = len(embedding)
     if labels.shape != (n,):
         raise ValueError(f"labels must be (N,) = ({n},); got shape {labels.shape}")
-    k = _positive_int(k, "k")
+    k = checks.positive_int("k", k)
     values, counts = np.unique(labels, return_counts=True)
     if len(values) < 2:
         raise ValueError(f"need at least 2 classes to score an embedding; got {values.tolist()}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import os
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import files, rle, severstal
+from . import checks, files, rle, severstal
 
 __all__ = [
     "CLASS_NAMES",
@@ -380,15 +379,6 @@ def render_image(
 # --------------------------------------------------------------------------- dataset
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)
-
-
 def make_steel_dataset(
     out_dir: str | os.PathLike,
     n_images: int = 400,
@@ -410,12 +400,12 @@ def make_steel_dataset(
     images: ``FileExistsError``, or with ``overwrite=True`` they (and a stale ``splits.csv``)
     are deleted, so the folder holds exactly this dataset.
     """
-    n_images = _check_int("n_images", n_images, 1)
-    height = _check_int("height", height, MIN_HEIGHT)
-    width = _check_int("width", width, MIN_WIDTH)
-    seed = _check_int("seed", seed, 0)
-    jpeg_quality = _check_int("jpeg_quality", jpeg_quality, 1, 100)
-    min_images_per_class = _check_int("min_images_per_class", min_images_per_class, 0, n_images // 2)
+    n_images = checks.integer("n_images", n_images, 1)
+    height = checks.integer("height", height, MIN_HEIGHT)
+    width = checks.integer("width", width, MIN_WIDTH)
+    seed = checks.integer("seed", seed, 0)
+    jpeg_quality = checks.integer("jpeg_quality", jpeg_quality, 1, 100)
+    min_images_per_class = checks.integer("min_images_per_class", min_images_per_class, 0, n_images // 2)
     plan = plan_classes(n_images, seed, min_images_per_class)
 
     ids: list[str] = []

@@ -191,7 +191,7 @@ def sample_labels(n: int, seed: int = 0, statistics: dict | None = None) -> pd.D
     :func:`label_statistics`.
     """
     n = checks.positive_int("n", n)
-    seed = checks.seed(seed)
+    seed = checks.seed("seed", seed)
     stats = label_statistics() if statistics is None else statistics
     if list(stats["findings"]) != list(FINDINGS):
         raise ValueError(f"statistics list findings {stats['findings']}; expected {list(FINDINGS)}")
@@ -945,23 +945,6 @@ def _strengths(labels: Mapping[str, float] | Sequence[float] | pd.Series) -> dic
     return out
 
 
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in size)
-        valid = (height, width) == tuple(size) and min(height, width) >= MIN_SIZE
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"size must be (height, width), two integers >= {MIN_SIZE}, got {size!r}")
-    return height, width
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return str(value)
-
-
 def _scene_arguments(labels, seed, size, view, projection, sex, age, variant) -> dict:
     """Checked arguments of :func:`render_chest` / :func:`finding_regions` for :func:`_density`."""
     seeds = [seed] if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else list(np.atleast_1d(seed))
@@ -975,13 +958,13 @@ def _scene_arguments(labels, seed, size, view, projection, sex, age, variant) ->
         raise ValueError(f"age must be a number of years in 0..120, got {age!r}")
     return {
         "strengths": _strengths(labels),
-        "seeds": [checks.seed(s) for s in seeds],
-        "shape": _check_size(size),
-        "view": _check_choice("view", view, VIEWS),
-        "projection": _check_choice("projection", projection, PROJECTIONS),
-        "sex": _check_choice("sex", sex, SEXES),
+        "seeds": [checks.seed("seed", s) for s in seeds],
+        "shape": checks.size("size", size, MIN_SIZE),
+        "view": checks.choice("view", view, VIEWS),
+        "projection": checks.choice("projection", projection, PROJECTIONS),
+        "sex": checks.choice("sex", sex, SEXES),
         "age": age,
-        "variant": synth._check_int("variant", variant, 0),
+        "variant": checks.integer("variant", variant, low=0),
     }
 
 
@@ -1146,13 +1129,13 @@ def make_chexpert_dataset(
     needs ``overwrite=True``. Same arguments, byte-identical files.
     """
     n_images = checks.positive_int("n_images", n_images)
-    shape = _check_size(image_size)
-    seed = checks.seed(seed)
-    valid_fraction = checks.fraction(valid_fraction, "valid_fraction")
+    shape = checks.size("image_size", image_size, MIN_SIZE)
+    seed = checks.seed("seed", seed)
+    valid_fraction = checks.fraction("valid_fraction", valid_fraction)
     stats = label_statistics()
     if lateral_fraction is None:
         lateral_fraction = stats["views"]["Lateral"] / stats["n_rows"]
-    lateral_fraction = checks.fraction(lateral_fraction, "lateral_fraction")
+    lateral_fraction = checks.fraction("lateral_fraction", lateral_fraction)
     out_dir = Path(out_dir)
     final = out_dir / DATASET_FOLDER
     if final.exists() and not overwrite:
