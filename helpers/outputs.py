@@ -57,4 +57,4 @@ def save_metrics(output_dir: str | os.PathLike, notebook: str, metrics: dict) ->
 
 def load_metrics(output_dir: str | os.PathLike, notebook: str) -> dict:
     """Read ``metrics/<notebook>.json``."""
-    return json.loads((Path(output_dir) / "metrics" / f"{notebook}.json").read_text())
+    return files.read_json(Path(output_dir) / "metrics" / f"{notebook}.json")

@@ -125,7 +125,7 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike | None 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     record_path = run_dir / "run.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {"profile": "unknown", "notebooks": []}
+    record = files.read_json(record_path) if record_path.is_file() else {"profile": "unknown", "notebooks": []}
     profile = record.get("profile", "unknown")
     ran = {entry["name"]: entry for entry in record.get("notebooks", [])}
     figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
@@ -141,7 +141,7 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike | None 
         text = caption(notebook, parameters, profile)
         parts = [f"<h2>{html.escape(notebook)}</h2>",
                  f'<p class="meta">{html.escape(text)}' + (f" · {entry['seconds']:.0f} s" if "seconds" in entry else "") + "</p>"]
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics = files.read_json(metrics_path) if metrics_path.is_file() else {}
         for table_title, key in TABLE_KEYS.get(notebook, ()):
             table = table_html(_lookup(metrics, key))
             if table:

@@ -268,7 +268,7 @@ GRAD_CAM_ERRORS = [
     ({"layer": "features/kernel"}, "is a Conv2D, not a nested model"),
     ({"output": 1}, "output must be an index in \\[0, 1\\)"),
     ({"output": 1, "layer": "features"}, "output must be an index in \\[0, 1\\)"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
     ({"call_index": -1}, "call_index must be an integer >= 0"),
     ({"threshold": float("nan")}, "threshold must be a finite number"),
 ]
@@ -376,7 +376,7 @@ def test_knn_ties_go_to_the_nearest_label_and_duplicates_are_not_self():
         ([0, 0, 0, 0], 1, "at least 2 classes"),
         ([0, 1, 0, 1], 4, "more samples than classes and than k"),
         ([0, 1, 0], 1, "labels must be \\(N,\\) = \\(4,\\)"),
-        ([0, 1, 0, 1], 0, "k must be a positive integer"),
+        ([0, 1, 0, 1], 0, "k must be an integer >= 1"),
     ],
 )
 def test_embedding_score_errors(labels, k, message):
@@ -400,7 +400,7 @@ def test_tsne_is_deterministic_and_keeps_separated_clusters_apart():
         (np.zeros(10), {}, "finite \\(N, D\\) array"),
         (np.zeros((3, 2)), {}, "at least 4 samples"),
         (np.zeros((10, 2)), {"perplexity": 0}, "perplexity must be > 0"),
-        (np.zeros((10, 2)), {"pca_dims": 0}, "pca_dims must be a positive integer"),
+        (np.zeros((10, 2)), {"pca_dims": 0}, "pca_dims must be an integer >= 1"),
         (np.zeros((10, 2)), {"method": "fft"}, "method must be one of \\['exact', 'barnes_hut'\\]"),
     ],
 )
