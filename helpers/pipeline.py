@@ -70,7 +70,7 @@ _IMAGES = "train_images"
 
 def _lenient_table(dataset_dir: Path) -> pd.DataFrame:
     """The CSV's rows plus the images without a row, *without* image sizes (nothing raises for bad files)."""
-    n_classes = len(severstal.read_classes(dataset_dir))
+    n_classes = max(severstal.read_classes(dataset_dir))
     wide = severstal.read_train_csv(dataset_dir / "train.csv", n_classes=n_classes, validate=False)
     images_dir = dataset_dir / _IMAGES
     present = [p.name for p in files.list_images(images_dir)] if images_dir.is_dir() else []

@@ -145,7 +145,7 @@ def make_weld_dataset(
     ``seed``, ``overwrite`` are passed on). Returns the wide table of the tiles.
     """
     n_radiographs = checks.positive_int("n_radiographs", n_radiographs)
-    seed = checks.seed(seed)
+    seed = checks.seed("seed", seed)
     if checks.positive_int("height", height) < MIN_HEIGHT or checks.positive_int("width", width) < MIN_WIDTH:
         raise ValueError(f"height and width must be at least {MIN_HEIGHT} and {MIN_WIDTH}, got {height}x{width}")
     if not defects_per_1000px >= 0:
