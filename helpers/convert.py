@@ -9,12 +9,16 @@ Every converter writes into ``out_dir``
 - ``splits.csv``: ``ImageId,split,group`` (images of one group never span two splits);
 
 and returns the wide table that ``severstal.read_dataset(out_dir)`` reads back (index
-``ImageId``, int columns ``1..C`` of RLE strings, ``Height``, ``Width``). Images are built
-in ``out_dir/train_images.partial/`` and moved into place only when the whole conversion
-succeeded, so a failed run leaves no half-filled dataset. Conversion notes are in the
+``ImageId``, int columns ``1..C`` of RLE strings, ``Height``, ``Width``). The dataset is
+built in a hidden sibling folder ``.<out_dir name>.building-<pid>`` and swapped for
+``out_dir`` only when the whole conversion succeeded, so a failed or killed run leaves the
+old dataset (or nothing) and never a mix (see :class:`_Output`); ``overwrite=True`` replaces
+the dataset files, other entries of ``out_dir`` are kept. Conversion notes are in the
 table's ``attrs``: ``"skipped"`` (``{source file: reason}``, also warned about),
-``"empty_masks"`` (ImageIds whose defect-folder mask is empty, warned about) and
-``"padded"`` (sources smaller than the tile).
+``"empty_masks"`` (ImageIds whose defect-folder mask is empty, warned about),
+``"faint_masks"`` (mask files with non-zero values but none above ``threshold``, e.g. 0/1
+masks read with threshold 127; warned about) and ``"padded"`` (sources smaller than the tile).
+Copied images are decoded in full, so a corrupt or truncated file raises ``ValueError`` naming it.
 
 Generic converters: :func:`convert_index_masks`, :func:`convert_folder_masks`,
 :func:`convert_tiled_radiographs`, :func:`convert_box_annotations`; dataset wrappers:
@@ -24,6 +28,7 @@ Generic converters: :func:`convert_index_masks`, :func:`convert_folder_masks`,
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -122,7 +127,8 @@ def split_groups(
     single group stays in ``train_split``). The choice depends only on the sorted group
     names and ``seed``.
     """
-    val_fraction = checks.fraction(val_fraction)
+    val_fraction = checks.fraction("val_fraction", val_fraction)
+    _seed(seed)
     unique = sorted(set(groups))
     n_val = int(np.floor(val_fraction * len(unique) + 0.5))
     if val_fraction > 0 and len(unique) > 1:
@@ -167,9 +173,17 @@ def read_label_image(path: PathLike) -> tuple[np.ndarray, str]:
 
 
 def _threshold(threshold: int) -> int:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 0 <= threshold <= 254:
-        raise ValueError(f"threshold must be an integer in 0..254 (defect = value > threshold), got {threshold!r}")
-    return int(threshold)
+    try:
+        return checks.integer("threshold", threshold, 0, 254)
+    except ValueError as err:
+        raise ValueError(f"{err} (defect = mask value > threshold)") from None
+
+
+def _seed(seed: int | Sequence[int]) -> int | list[int]:
+    """A seed >= 0, or a sequence of them (as ``numpy.random.default_rng`` takes)."""
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
+        return checks.seed("seed", seed)
+    return [checks.seed("seed", s) for s in seed]
 
 
 def _class_names(class_names: Mapping[int, str]) -> dict[int, str]:
@@ -183,9 +197,20 @@ def _class_names(class_names: Mapping[int, str]) -> dict[int, str]:
 
 
 def _suffix(name: str, value: str) -> str:
-    if not value.startswith(".") or value.lower() not in files.IMAGE_SUFFIXES:
-        raise ValueError(f"{name} must be one of {list(files.IMAGE_SUFFIXES)}, got {value!r}")
+    """An image suffix such as ``.png`` (any case)."""
+    checks.choice(name, value.lower() if isinstance(value, str) else value, files.IMAGE_SUFFIXES)
     return value
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image that is copied unchanged, decoded in full so a corrupt or truncated file is named."""
+    shape = files.image_size(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"corrupt or truncated image {path}: {err}") from None
+    return shape
 
 
 def _check_size(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path, image_shape: tuple[int, ...]) -> None:
@@ -196,17 +221,90 @@ def _check_size(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path, 
         )
 
 
-def _binary(path: Path, threshold: int) -> np.ndarray:
+def _binary(path: Path, threshold: int, faint: list[str] | None = None) -> np.ndarray:
+    """Defect pixels of a mask: value > ``threshold`` (1-bit: 1); a mask with non-zero values
+    but none above ``threshold`` (e.g. 0/1 in 8 bits) is appended to ``faint``."""
     values, mode = read_label_image(path)
-    return values.astype(bool) if mode == "1" else values > threshold
+    if mode == "1":
+        return values.astype(bool)
+    mask = values > threshold
+    if faint is not None and not mask.any() and values.any():
+        faint.append(path.name)
+    return mask
 
 
 # ----------------------------------------------------------------------------- output handling
 
 
+_DATASET_ENTRIES = (_TRAIN_IMAGES, "train.csv", "classes.csv", "splits.csv")
+_STALE_ENTRIES = (f"{_TRAIN_IMAGES}.partial",)  # staging folder of older versions of this module
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # a process of another user
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Recreate ``source`` (file, folder or link) at ``target`` with hard links (copies where links fail)."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+    elif source.is_dir():
+        target.mkdir()
+        for child in sorted(source.iterdir()):
+            _link_tree(child, target / child.name)
+        shutil.copystat(source, target)
+    else:
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+
+def _same_device(root: Path, entry: Path) -> None:
+    """Refuse an entry of ``root`` that lies on another file system (a mount point inside the dataset folder)."""
+    device = root.stat().st_dev
+    if entry.is_symlink():
+        return  # carried as a link, its target is not touched
+    for folder, subfolders, _ in os.walk(entry):
+        if Path(folder).lstat().st_dev != device:
+            raise OSError(f"{folder} is on another file system than {root}; convert into a folder of its own "
+                          "(the converter replaces the whole folder)")
+        subfolders[:] = [d for d in subfolders if not Path(folder, d).is_symlink()]
+
+
+def _recover(final: Path) -> None:
+    """Repair what a killed conversion into ``final`` left: restore or delete ``.old``, delete dead builds."""
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir():
+        if final.exists():
+            shutil.rmtree(old)  # killed after the swap, before the old folder was deleted
+        else:
+            os.rename(old, final)  # killed between the two renames of the swap
+    for build in final.parent.glob(f".{final.name}.building-*"):
+        pid = build.name.rsplit("-", 1)[-1]
+        if build.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(build, ignore_errors=True)
+
+
 @dataclass
 class _Output:
-    """Collects one conversion and writes it; images go to a staging folder first."""
+    """Collects one conversion into a hidden sibling folder, then swaps it for ``out_dir``.
+
+    The new dataset is built in ``.<name>.building-<pid>`` next to ``out_dir`` (same parent,
+    so same file system); only when everything is written does :meth:`finish` rename the old
+    folder to ``.<name>.old``, the new one to ``out_dir`` and delete the old one. A reader
+    sees the old dataset or the new one, never a mix -- except during the instant between
+    the two renames, when ``out_dir`` is missing. A killed run is repaired by the next
+    conversion into the same folder (``.old`` restored if ``out_dir`` is missing, else
+    deleted; builds of dead processes deleted). Entries of ``out_dir`` that are not part of
+    the dataset (e.g. a ``source/`` folder) are carried into the new folder as hard links.
+    """
 
     out_dir: Path
     class_names: dict[int, str]
@@ -215,16 +313,37 @@ class _Output:
     skipped: dict[str, str] = field(default_factory=dict)
     empty_masks: list[str] = field(default_factory=list)
     padded: list[str] = field(default_factory=list)
+    faint_masks: list[str] = field(default_factory=list)
+    threshold: int | None = None
 
     def __post_init__(self) -> None:
-        final = self.out_dir / _TRAIN_IMAGES
-        if final.exists() and any(final.iterdir()) and not self.overwrite:
-            raise FileExistsError(f"{final} already holds files; pass overwrite=True to replace the dataset")
-        self.staging = self.out_dir / f"{_TRAIN_IMAGES}.partial"
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
+        given = self.out_dir
+        self.final = final = Path(os.path.abspath(given)).resolve()  # a link to the folder: swap its target
+        if final.parent == final:
+            raise ValueError(f"out_dir must be a folder of its own, got {given}")
+        _recover(final)
+        if final.exists() and not final.is_dir():
+            raise NotADirectoryError(f"out_dir {given} is a file, not a folder")
+        if final.is_dir():
+            images = final / _TRAIN_IMAGES
+            if ((images.is_dir() and any(images.iterdir())) or (final / "train.csv").exists()) and not self.overwrite:
+                raise FileExistsError(f"{given} already holds a dataset; pass overwrite=True to replace it")
+            for entry in self._carried():
+                _same_device(final, entry)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.building = final.with_name(f".{final.name}.building-{os.getpid()}")
+        if self.building.exists():
+            shutil.rmtree(self.building)
+        self.staging = self.building / _TRAIN_IMAGES
         self.staging.mkdir(parents=True)
         self._ids: dict[str, str] = {}
+
+    def _carried(self) -> list[Path]:
+        """Entries of the existing folder that are not dataset files (kept across the swap)."""
+        if not self.final.is_dir():
+            return []
+        skip = {*_DATASET_ENTRIES, *_STALE_ENTRIES}
+        return sorted(p for p in self.final.iterdir() if p.name not in skip)
 
     def claim(self, image_id: str, source: Path | str) -> Path:
         """Destination path of ``image_id``; raise if two sources map to the same ImageId."""
@@ -239,7 +358,21 @@ class _Output:
         self.rows.append((image_id, rles, int(shape[0]), int(shape[1]), split, group))
 
     def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.building, ignore_errors=True)
+
+    def _swap(self) -> None:
+        """Put the built folder in place of ``final`` (see the class docstring for the window)."""
+        final, old = self.final, self.final.with_name(f".{self.final.name}.old")
+        if not final.exists():
+            os.rename(self.building, final)
+            return
+        os.rename(final, old)
+        try:
+            os.rename(self.building, final)
+        except BaseException:
+            os.rename(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
     def finish(self) -> pd.DataFrame:
         classes = list(self.class_names)
@@ -250,16 +383,20 @@ class _Output:
         wide["Width"] = np.array([r[3] for r in self.rows], dtype=np.int64)
         wide = wide.sort_index()
         splits = pd.DataFrame({"split": [r[4] for r in self.rows], "group": [r[5] for r in self.rows]}, index=index)
-        final = self.out_dir / _TRAIN_IMAGES
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(self.staging, final)
-        severstal.write_train_csv(wide, self.out_dir / "train.csv")
-        severstal.write_classes(self.out_dir, self.class_names)
-        severstal.write_splits(self.out_dir, splits)
+        try:
+            severstal.write_train_csv(wide, self.building / "train.csv")
+            severstal.write_classes(self.building, self.class_names)
+            severstal.write_splits(self.building, splits)
+            for entry in self._carried():
+                _link_tree(entry, self.building / entry.name)
+            self._swap()
+        except BaseException:
+            self.abort()
+            raise
         wide.attrs["skipped"] = dict(self.skipped)
         wide.attrs["empty_masks"] = sorted(self.empty_masks)
         wide.attrs["padded"] = sorted(self.padded)
+        wide.attrs["faint_masks"] = sorted(self.faint_masks)
         if self.skipped:
             listed = "; ".join(f"{k}: {v}" for k, v in list(self.skipped.items())[:5])
             _warn(f"skipped {len(self.skipped)} source file(s) (see table.attrs['skipped']): {listed}")
@@ -267,6 +404,12 @@ class _Output:
             _warn(
                 f"{len(self.empty_masks)} image(s) in defect folders have an empty mask and are stored as "
                 f"defect-free (see table.attrs['empty_masks']): {sorted(self.empty_masks)[:5]}"
+            )
+        if self.faint_masks:
+            _warn(
+                f"{len(self.faint_masks)} mask(s) have non-zero values but none above threshold={self.threshold}, so "
+                f"they hold no defect (0/1 masks need threshold=0; see table.attrs['faint_masks']): "
+                f"{sorted(self.faint_masks)[:5]}"
             )
         return wide
 
@@ -315,7 +458,8 @@ def convert_index_masks(
     """
     names = _class_names(class_names)
     mask_suffix = _suffix("mask_suffix", mask_suffix)
-    checks.fraction(val_fraction)
+    checks.fraction("val_fraction", val_fraction)
+    seed = checks.seed("seed", seed)
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     images = files.list_images(images_dir)
     if not images:
@@ -344,7 +488,7 @@ def convert_index_masks(
             if not mask_path.is_file():
                 raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
             labels, _ = read_label_image(mask_path)
-            shape = files.image_size(image)
+            shape = _image_size(image)
             _check_size(mask_path, labels.shape, image, shape)
             present = np.unique(labels)
             unknown = np.setdiff1d(present, allowed)
@@ -392,8 +536,29 @@ def _image_splits(
     return split_of
 
 
-def _read_id_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _read_split_lists(split_files: list[Path], images_dir: Path) -> dict[str, list[str]]:
+    """``{split: [image stem, ...]}`` from ``<split>.txt`` lists of image ids (stems or file names).
+
+    An id that is not an image of ``images_dir`` (a typo, a path such as ``../x``) or an image
+    listed twice raises ``ValueError`` naming the file and line.
+    """
+    images = files.list_images(images_dir)
+    stem_of = {**{p.stem: p.stem for p in images}, **{p.name: p.stem for p in images}}
+    listed: dict[str, str] = {}
+    splits: dict[str, list[str]] = {}
+    for path in split_files:
+        splits[path.stem] = []
+        for number, image_id in files.read_text_lines(path):
+            where = f"{path} line {number}"
+            stem = stem_of.get(image_id)
+            if stem is None:
+                example = f" such as {images[0].stem!r}" if images else ""
+                raise ValueError(f"{where}: {image_id!r} is not an image in {images_dir} (expected an image id{example})")
+            if stem in listed:
+                raise ValueError(f"{where}: {image_id!r} is also listed in {listed[stem]}")
+            listed[stem] = where
+            splits[path.stem].append(stem)
+    return splits
 
 
 def convert_neu_seg(
@@ -405,9 +570,10 @@ def convert_neu_seg(
 ) -> pd.DataFrame:
     """NEU-Seg (``images/*.jpg``, ``masks/*.png`` with 0 bg, 1 inclusion, 2 patches, 3 scratches).
 
-    Splits come from ``splits/<split>.txt`` (one image id per line; usually ``train`` and
-    ``val``). Group = image id: NEU-Seg ships no grouping, so rotated/flipped copies of
-    one image may sit in different splits; pass ``groups`` (image id -> group id) to
+    Splits come from ``splits/<split>.txt`` (UTF-8, one image id per line; usually ``train``
+    and ``val``; an unknown or repeated id raises ``ValueError`` naming the file and line).
+    Group = image id: NEU-Seg ships no grouping, so rotated/flipped copies of one image may
+    sit in different splits; pass ``groups`` (image id -> group id) to
     record a better grouping (the official splits are kept; audit them with
     :func:`helpers.audit.check_group_splits`). JPEG bytes are copied unchanged.
     """
@@ -415,7 +581,7 @@ def convert_neu_seg(
     split_files = sorted((src_dir / "splits").glob("*.txt"))
     if not split_files:
         raise FileNotFoundError(f"no split lists (*.txt) in {src_dir / 'splits'}")
-    splits = {p.stem: _read_id_list(p) for p in split_files}
+    splits = _read_split_lists(split_files, src_dir / "images")
     return convert_index_masks(
         src_dir / "images", src_dir / "masks", out_dir, NEU_SEG_CLASSES, splits=splits, groups=groups,
         overwrite=overwrite, progress=progress,
@@ -444,7 +610,8 @@ def convert_folder_masks(
     ``free_folders`` are defect-free (a mask there is optional but must be empty). Defect
     = mask value ``> threshold`` (1-bit masks: value 1). Folders not listed are ignored.
     Split: seeded, stratified by folder (``round(val_fraction * n)`` per folder go to
-    ``val``). Group = image name stem, which must be unique over all folders.
+    ``val``). Group = image name stem, which must be unique over all folders. A listed
+    folder without ``image_suffix`` images raises ``ValueError`` (a class would silently vanish).
     A defect-folder image whose mask is empty is kept as defect-free and listed in
     ``attrs['empty_masks']`` (with a warning).
     """
@@ -463,7 +630,8 @@ def convert_folder_masks(
     if image_suffix.lower() == mask_suffix.lower():
         raise ValueError(f"image_suffix and mask_suffix must differ, both are {image_suffix!r}")
     threshold = _threshold(threshold)
-    checks.fraction(val_fraction)
+    checks.fraction("val_fraction", val_fraction)
+    seed = checks.seed("seed", seed)
 
     items: list[tuple[str, Path]] = []  # (folder, image path)
     seen: dict[str, Path] = {}
@@ -472,6 +640,10 @@ def convert_folder_masks(
         if not path.is_dir():
             raise FileNotFoundError(f"folder not found: {path} (allowed folders here: {_subfolders(root)})")
         images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == image_suffix.lower())
+        if not images:
+            found = sorted({p.suffix.lower() for p in path.iterdir() if p.is_file() and p.suffix})
+            raise ValueError(f"folder {path} holds no *{image_suffix} images (found {found}); check image_suffix, "
+                             "or leave the folder out")
         image_stems = {p.stem for p in images}
         masks = (p for p in path.iterdir() if p.suffix.lower() == mask_suffix.lower())
         orphans = sorted(p.name for p in masks if p.stem not in image_stems)
@@ -489,19 +661,19 @@ def convert_folder_masks(
     for k, folder in enumerate([*folders, *free_folders]):
         stems = [image.stem for f, image in items if f == folder]
         split_of.update(split_groups(stems, val_fraction, seed=[seed, k]) if stems else {})
-    output = _Output(Path(out_dir), names, overwrite)
+    output = _Output(Path(out_dir), names, overwrite, threshold=threshold)
 
     def body() -> None:
         for folder, image in tqdm(items, desc="folder masks", unit="image", disable=not progress):
             mask_path = image.with_suffix(mask_suffix)
-            shape = files.image_size(image)
+            shape = _image_size(image)
             free = folder not in class_of
             if not mask_path.is_file():
                 if not free:
                     raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
                 mask = np.zeros(shape, dtype=bool)
             else:
-                mask = _binary(mask_path, threshold)
+                mask = _binary(mask_path, threshold, None if free else output.faint_masks)
                 _check_size(mask_path, mask.shape, image, shape)
             if free and mask.any():
                 n_defect = int(mask.sum())
@@ -595,7 +767,8 @@ def _tile_radiographs(
     stride = tile if stride is None else checks.positive_int("stride", stride)
     tile_origins(tile, tile, stride)  # validates stride <= tile
     threshold = _threshold(threshold)
-    checks.fraction(val_fraction)
+    checks.fraction("val_fraction", val_fraction)
+    seed = checks.seed("seed", seed)
     class_names = _class_names({1: class_name})
     sources: list[tuple[Path, Path]] = []
     skipped: dict[str, str] = {}
@@ -617,13 +790,13 @@ def _tile_radiographs(
         raise ValueError(f"no radiograph with a mask among {len(stems)} pair(s)")
     stems = [image.stem for image, _ in sources]
     split_of = _split_of_groups(stems, val_groups, val_fraction, seed, "converted radiographs")
-    output = _Output(Path(out_dir), class_names, overwrite)
+    output = _Output(Path(out_dir), class_names, overwrite, threshold=threshold)
     output.skipped.update(skipped)
 
     def body() -> None:
         for image_path, mask_path in tqdm(sources, desc="tile radiographs", unit="radiograph", disable=not progress):
             image = files.read_grey(image_path)
-            mask = _binary(mask_path, threshold)
+            mask = _binary(mask_path, threshold, output.faint_masks)
             _check_size(mask_path, mask.shape, image_path, image.shape)
             _add_tiles(output, image_path, image, mask, tile, stride, split_of[image_path.stem], image_path.stem)
 
@@ -708,28 +881,35 @@ def convert_gdxray_welds(
 # ----------------------------------------------------------------------------- 4. box annotations (GDXray Castings)
 
 
-def _check_boxes(boxes: pd.DataFrame, names: set[str]) -> pd.DataFrame:
-    """``boxes`` with a ``where`` column (source of each box, for messages), checked for order and images."""
+def _check_boxes(boxes: pd.DataFrame, paths: Sequence[Path]) -> pd.DataFrame:
+    """``boxes`` with a ``where`` column (source of each box, for messages), checked for order and images.
+
+    ``image`` must be the file name of one of ``paths`` or one of ``paths`` itself; it becomes the file name.
+    """
     missing = [c for c in BOX_COLUMNS if c not in boxes.columns]
     if missing:
         raise ValueError(f"boxes need the columns {list(BOX_COLUMNS)} (+ optional 'where'), missing {missing}")
     boxes = boxes.reset_index(drop=True).copy()
     if "where" not in boxes.columns:
         boxes["where"] = [f"box {k} ({image})" for k, image in enumerate(boxes["image"])]
-    boxes["image"] = [Path(str(image)).name for image in boxes["image"]]
+    name_of = {**{os.path.normpath(str(p)): p.name for p in paths}, **{p.name: p.name for p in paths}}
+    given = [str(image) for image in boxes["image"]]
+    names = [name_of.get(image, name_of.get(os.path.normpath(image))) for image in given]
     coordinates = boxes[["x1", "x2", "y1", "y2"]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
     for k, row in enumerate(coordinates.itertuples(index=False)):
         where = boxes["where"].iloc[k]
-        if boxes["image"].iloc[k] not in names:
-            raise ValueError(f"{where}: image {boxes['image'].iloc[k]!r} is not among the images to convert")
-        if not np.isfinite(row).all():
-            given = boxes.iloc[k][["x1", "x2", "y1", "y2"]].tolist()
-            raise ValueError(f"{where}: box coordinates must be numbers, got {given}")
+        if names[k] is None:
+            raise ValueError(f"{where}: image {given[k]!r} is not among the images to convert (give a file name "
+                             f"or path of one of them, e.g. {paths[0].name!r})")
+        for name, value in zip(("x1", "x2", "y1", "y2"), row):
+            if not np.isfinite(value):
+                raise ValueError(f"{where}: box {name} must be a finite number, got {str(boxes[name].iloc[k])!r}")
         if row.x2 < row.x1 or row.y2 < row.y1:
             raise ValueError(
                 f"{where}: box x1={row.x1:g} x2={row.x2:g} y1={row.y1:g} y2={row.y2:g} needs x1 <= x2 and y1 <= y2"
             )
     boxes[["x1", "x2", "y1", "y2"]] = coordinates
+    boxes["image"] = names
     return boxes
 
 
@@ -790,7 +970,8 @@ def convert_box_annotations(
         tile_origins(tile, tile, stride)  # validates stride <= tile
     elif stride is not None:
         raise ValueError(f"stride needs a tile size; got tile=None and stride={stride!r}")
-    checks.fraction(val_fraction)
+    checks.fraction("val_fraction", val_fraction)
+    seed = checks.seed("seed", seed)
     class_names = _class_names({1: class_name})
     paths = [Path(p) for p in images]
     if not paths:
@@ -806,7 +987,7 @@ def convert_box_annotations(
     if unknown_groups:
         raise ValueError(f"groups names {len(unknown_groups)} stem(s) that are not images, e.g. {unknown_groups[:3]}")
     group_of = {stem: str((groups or {}).get(stem, stem)) for stem in stems}
-    boxes = _check_boxes(boxes, {p.name for p in paths})
+    boxes = _check_boxes(boxes, paths)
     by_image = {name: rows for name, rows in boxes.groupby("image", sort=False)}
     split_of = _split_of_groups(list(group_of.values()), val_groups, val_fraction, seed, "groups of the images")
     output = _Output(Path(out_dir), class_names, overwrite)
@@ -816,7 +997,7 @@ def convert_box_annotations(
         for path in tqdm(paths, desc="box annotations", unit="image", disable=not progress):
             group = group_of[path.stem]
             if tile is None:
-                shape = files.image_size(path)
+                shape = _image_size(path)
                 mask = _box_mask(by_image.get(path.name, boxes.iloc[:0]), shape, clipped)
                 shutil.copyfile(path, output.claim(path.name, path))
                 output.add(path.name, {1: mask}, shape, split_of[group], group)
@@ -838,27 +1019,30 @@ def read_gdxray_boxes(series_dir: PathLike) -> pd.DataFrame:
 
     Returns the ``boxes`` table of :func:`convert_box_annotations` (``image`` =
     ``<series>_<index:04d>.png``, 1-based index; ``where`` = file and line). A row without
-    five numbers, a non-integer or < 1 index, or an index without its image raises
-    ``ValueError`` naming the file and line.
+    five numbers, a non-integer, ``inf``/``nan`` or < 1 index, an index without its image, or a
+    coordinate that is ``inf``/``nan`` or negative raises ``ValueError`` naming the file, line
+    and field (``x2 < x1`` or ``y2 < y1``: see :func:`convert_box_annotations`).
     """
     series_dir = Path(series_dir)
     path = series_dir / "ground_truth.txt"
     if not path.is_file():
         raise FileNotFoundError(f"ground truth not found: {path}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in files.read_text_lines(path):
         where = f"{series_dir.name}/{path.name} line {number}"
+        fields = line.split()
         try:
-            values = [float(v) for v in line.split()]
+            values = [float(v) for v in fields]
         except ValueError:
             values = []
         if len(values) != 5:
-            raise ValueError(f"{where}: expected 5 numbers 'image_index x1 x2 y1 y2', got {line.strip()!r}")
+            raise ValueError(f"{where}: expected 5 numbers 'image_index x1 x2 y1 y2', got {line!r}")
         index = values[0]
-        if index != int(index) or index < 1:
-            raise ValueError(f"{where}: image index must be an integer >= 1 (1-based), got {index:g}")
+        if not math.isfinite(index) or index != int(index) or index < 1:
+            raise ValueError(f"{where}: image index must be an integer >= 1 (1-based), got {fields[0]!r}")
+        for name, text, value in zip(BOX_COLUMNS[1:], fields[1:], values[1:]):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{where}: {name} must be a finite number >= 0, got {text!r}")
         image = f"{series_dir.name}_{int(index):04d}.png"
         if not (series_dir / image).is_file():
             raise ValueError(f"{where}: image index {int(index)} has no image {series_dir / image}")

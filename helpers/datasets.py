@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import eda, files, severstal, splits
+from . import checks, eda, files, severstal, splits
 
 __all__ = [
     "CHEST_XRAY_FINDINGS",
@@ -115,10 +115,10 @@ _LATERAL = ("L", "LL", "RL", "LATERAL")
 def _policy(policy: object, allow_raw: bool = False) -> str | None:
     if allow_raw and policy is None:
         return None
-    if policy not in LABEL_POLICIES:
-        extra = " or None (raw 1/0/-1/NaN values)" if allow_raw else ""
-        raise ValueError(f"policy must be one of {LABEL_POLICIES}{extra}, got {policy!r}")
-    return str(policy)
+    try:
+        return str(checks.choice("policy", policy, LABEL_POLICIES))
+    except ValueError as err:
+        raise ValueError(f"{err}{' (None keeps the raw 1/0/-1/NaN values)' if allow_raw else ''}") from None
 
 
 def apply_uncertainty_policy(values: np.ndarray, policy: str) -> np.ndarray:
@@ -183,6 +183,32 @@ def label_summary(table: pd.DataFrame, label_columns: Sequence[str] | None = Non
 # ----------------------------------------------------------------------------- shared table pieces
 
 
+_PARENT_STEP = r"(?:^|[/\\])\.\.(?:[/\\]|$)"
+
+
+def _image_paths(root: PathLike, relative: pd.Series, csv_path: Path, column: str) -> pd.Series:
+    """``root/relative`` per row, as text; refuses paths that leave ``root`` and images listed twice.
+
+    ``ValueError`` names the CSV file, line (row + 2) and column. Only paths that could leave
+    ``root`` (absolute, or with a ``..`` step) are resolved, so a linked image folder stays fine.
+    """
+    root = os.path.abspath(root)
+    relative = relative.fillna("").astype(str)
+    candidates = (relative.str.contains("..", regex=False) | relative.str.startswith(("/", os.sep))).to_numpy(bool)
+    for row in np.flatnonzero(candidates):
+        text = relative.iloc[row]
+        if re.search(_PARENT_STEP, text) or os.path.isabs(text):
+            files.inside(root, text, what=f"{csv_path} line {row + 2}: {column}")
+    paths = root + os.sep + relative
+    twice = paths.duplicated(keep="first").to_numpy()
+    if twice.any():
+        row = int(np.flatnonzero(twice)[0])
+        first = int(np.flatnonzero((paths == paths.iloc[row]).to_numpy())[0])
+        raise ValueError(f"{csv_path} line {row + 2}: {column} {relative.iloc[row]!r} is also on line {first + 2}; "
+                         "each image may be listed once")
+    return paths
+
+
 def _require(path: Path, columns: Sequence[str], expected: Sequence[str], layout: str) -> None:
     missing = [c for c in expected if c not in columns]
     if missing:
@@ -206,7 +232,7 @@ def _age(values: pd.Series) -> pd.Series:
 def _view(projection: pd.Series) -> pd.Series:
     """``Frontal`` / ``Lateral`` / ``Unknown`` from a position text (``PA``, ``AP Supine``, ``L``, ...)."""
     text = projection.fillna("").astype(str).str.strip().str.upper()
-    first = text.str.split().str[0].fillna("")
+    first = text.map(lambda t: t.split()[0] if t.split() else "")  # a blank column stays text
     view = pd.Series("Unknown", index=projection.index, dtype=object)
     view[first.isin(_FRONTAL)] = "Frontal"
     view[first.isin(_LATERAL)] = "Lateral"
@@ -238,25 +264,24 @@ def _finish(meta: dict[str, object], labels: pd.DataFrame, frontal_only: bool, c
 # ----------------------------------------------------------------------------- CheXpert
 
 
-def _read_chexpert_values(csv_path: Path) -> pd.DataFrame:
-    text = {c: str for c in CHEXPERT_COLUMNS[:5]}
-    try:
-        return pd.read_csv(
-            csv_path, usecols=list(CHEXPERT_COLUMNS), dtype={**text, **dict.fromkeys(CHEXPERT_FINDINGS, np.float32)},
-            keep_default_na=False, na_values={f: [""] for f in CHEXPERT_FINDINGS},
-        )
-    except ValueError:  # a non-numeric label: find and name it
-        raw = pd.read_csv(csv_path, usecols=list(CHEXPERT_COLUMNS), dtype=str, keep_default_na=False)
-        for column in CHEXPERT_FINDINGS:
-            numbers = pd.to_numeric(raw[column].str.strip().replace("", np.nan), errors="coerce")
-            bad = numbers.isna() & (raw[column].str.strip() != "")
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise ValueError(
-                    f"{csv_path} line {row + 2}: {column} = {raw[column].iloc[row]!r}; "
-                    "allowed 1.0, 0.0, -1.0 (uncertain) or blank"
-                ) from None
-        raise
+def _chexpert_values(csv_path: Path, raw: pd.DataFrame) -> np.ndarray:
+    """Float32 ``(N, 14)`` label values of a CheXpert table read as text; a bad value raises naming its line."""
+    values = np.empty((len(raw), len(CHEXPERT_FINDINGS)), dtype=np.float32)
+    for k, column in enumerate(CHEXPERT_FINDINGS):
+        text = raw[column].fillna("").astype(str)
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)  # spaces around are fine
+        unread = np.flatnonzero(np.isnan(numbers) & (text != "").to_numpy())
+        words = np.zeros(len(text), dtype=bool)  # text that is neither blank nor a number
+        words[unread] = (text.iloc[unread].str.strip() != "").to_numpy()
+        bad = words | ~(np.isnan(numbers) | np.isin(numbers, (1.0, 0.0, -1.0)))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            shown = f"{numbers[row]:g}" if not np.isnan(numbers[row]) else repr(raw[column].iloc[row])
+            raise ValueError(
+                f"{csv_path} line {row + 2}: {column} = {shown}; allowed 1.0, 0.0, -1.0 (uncertain) or blank"
+            )
+        values[:, k] = numbers
+    return values
 
 
 def read_chexpert(
@@ -274,23 +299,18 @@ def read_chexpert(
     (``patient00001``), ``view`` = ``Frontal/Lateral``, ``projection`` = ``AP/PA``. Labels
     follow ``policy`` (:func:`apply_uncertainty_policy`; ``None`` keeps the raw
     1/0/-1/NaN values). ``frontal_only`` drops lateral views. Images are not opened;
-    ``check_files`` checks that they exist. Wrong layouts and bad values raise
-    ``ValueError`` naming the file (and line).
+    ``check_files`` checks that they exist. Wrong layouts, bad values, a ``Path`` that leaves
+    ``image_root`` (``..``) or one listed twice raise ``ValueError`` naming the file (and line);
+    the table must be UTF-8 (plain or ``.gz``).
     """
     policy = _policy(policy, allow_raw=True)
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"CheXpert label table not found: {csv_path}")
-    _require(csv_path, pd.read_csv(csv_path, nrows=0).columns.tolist(), CHEXPERT_COLUMNS, "CheXpert label")
-    raw = _read_chexpert_values(csv_path)
-    values = raw[list(CHEXPERT_FINDINGS)].to_numpy(dtype=np.float32)
-    bad = ~(np.isnan(values) | np.isin(values, (1.0, 0.0, -1.0)))
-    if bad.any():
-        row, column = (int(i[0]) for i in np.nonzero(bad))
-        raise ValueError(
-            f"{csv_path} line {row + 2}: {CHEXPERT_FINDINGS[column]} = {values[row, column]:g}; "
-            "allowed 1.0, 0.0, -1.0 (uncertain) or blank"
-        )
+    raw = files.read_csv(csv_path, dtype=str, keep_default_na=False)
+    _require(csv_path, raw.columns.tolist(), CHEXPERT_COLUMNS, "CheXpert label")
+    raw = raw[list(CHEXPERT_COLUMNS)]
+    values = _chexpert_values(csv_path, raw)
     group = raw["Path"].str.extract(r"(patient\d+)", expand=False)
     view = raw["Frontal/Lateral"].str.strip()
     for ok, what in (
@@ -300,9 +320,9 @@ def read_chexpert(
         if not ok.all():
             row = int(np.flatnonzero(~ok.to_numpy())[0])
             raise ValueError(f"{csv_path} line {row + 2}: {what}: {raw.iloc[row, :4].tolist()}")
-    root = os.path.abspath(image_root if image_root is not None else csv_path.parent.parent)
+    root = image_root if image_root is not None else csv_path.parent.parent
     meta = {
-        "path": root + os.sep + raw["Path"].str.lstrip("/"),
+        "path": _image_paths(root, raw["Path"].str.lstrip("/"), csv_path, "Path"),
         "group": group,
         "Sex": _sex(raw["Sex"]),
         "Age": _age(raw["Age"]),
@@ -326,13 +346,13 @@ def read_nih(
     per finding present in the table (:data:`NIH_FINDINGS` order, others sorted after).
     ``path`` = ``image_dir / Image Index``, ``group`` = ``Patient ID``, ``projection`` =
     ``View Position`` (``PA``/``AP`` = frontal), ``Sex``/``Age`` from ``Patient Gender`` /
-    ``Patient Age`` when present. Empty labels, or ``No Finding`` together with a finding,
-    raise ``ValueError`` naming the line.
+    ``Patient Age`` when present. Empty labels, ``No Finding`` together with a finding, an
+    ``Image Index`` outside ``image_dir`` or listed twice raise ``ValueError`` naming the line.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"NIH label table not found: {csv_path}")
-    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    raw = files.read_csv(csv_path, dtype=str, keep_default_na=False)
     raw.columns = [c.strip() for c in raw.columns]
     required = ("Image Index", "Finding Labels", "Patient ID", "View Position")
     _require(csv_path, raw.columns, required, "NIH ChestX-ray14")
@@ -344,9 +364,8 @@ def read_nih(
                 "findings separated by '|', or 'No Finding' alone"
             )
     blank = pd.Series("", index=raw.index)
-    root = os.path.abspath(image_dir)
     meta = {
-        "path": root + os.sep + raw["Image Index"].str.strip(),
+        "path": _image_paths(image_dir, raw["Image Index"].str.strip(), csv_path, "Image Index"),
         "group": raw["Patient ID"].str.strip(),
         "Sex": _sex(raw.get("Patient Gender", blank)),
         "Age": _age(raw.get("Patient Age", blank)),
@@ -388,30 +407,36 @@ def read_chest_xray(folder: PathLike, frontal_only: bool = True, check_files: bo
     ``frontal_only``), ``PA``/``AP ...`` frontal, blank ``Unknown`` (kept). Age text such as
     ``50+`` or ``early 40s`` gives its first number.
 
-    ``group`` is a case key from the file name (:func:`chest_xray_group`): after the
+    ``group`` is the ``patient`` column where the table has one and it is not blank (as in
+    the larger collection, whose patient ids are merged across sources); else a case key
+    from the file name (:func:`chest_xray_group`): after the
     source prefix it drops a final view tag (``-PA``, ``-L``), a final ``-dayN`` and figure
     panel tags -- a letter a-h glued to a number (``f1a``, ``Fig8b``, ``COVID-00003a``) or a
     separate one-letter token, optionally with one digit (``auntminnie-a-...``, ``gr2_lrg-b``,
     ``pdf-002-a1``, ``_f4``) -- so panels, views and follow-ups of one figure/case share a
     group; other names (e.g. actualmed's DICOM UIDs) keep their stem. Panels of one figure
     may show different patients: they are grouped together anyway (over-grouping never
-    leaks between splits).
+    leaks between splits). A ``path`` outside ``folder`` or listed twice raises ``ValueError``
+    naming the line.
     """
     folder = Path(folder)
     csv_path = folder / "metadata.csv"
     if not csv_path.is_file():
         raise FileNotFoundError(f"metadata.csv not found in {folder}")
-    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    raw = files.read_csv(csv_path, dtype=str, keep_default_na=False)
     _require(csv_path, raw.columns, ("path", "source", "finding", "view", "sex", "age"), "chest-xray metadata")
     spelling = {f.lower(): f for f in CHEST_XRAY_FINDINGS}
     finding = raw["finding"].str.strip()
     finding = finding.map(lambda f: spelling.get(f.lower(), f))
     labels = _one_hot([[f] if f else [] for f in finding], CHEST_XRAY_FINDINGS, raw.index)
     labels.loc[(finding == "").to_numpy()] = np.nan
-    root = os.path.abspath(folder)
+    group = raw["path"].map(chest_xray_group)
+    if "patient" in raw.columns:
+        patient = raw["patient"].fillna("").str.strip()
+        group = patient.where(patient != "", group)
     meta = {
-        "path": root + os.sep + raw["path"].str.strip(),
-        "group": raw["path"].map(chest_xray_group),
+        "path": _image_paths(folder, raw["path"].str.strip(), csv_path, "path"),
+        "group": group,
         "Sex": _sex(raw["sex"]),
         "Age": _age(raw["age"]),
         "view": _view(raw["view"]),
@@ -454,7 +479,7 @@ def read_class_folders(root: PathLike, classes: Sequence[str] | None = None) -> 
     if folders:
         items = [(d.name.upper(), p) for d in folders for p in files.list_images(d)]
     elif flat:
-        unprefixed = [p.name for p in flat if "_" not in p.stem.strip("_")]
+        unprefixed = [p.name for p in flat if "_" not in p.stem.strip("_") or not p.stem.split("_")[0]]
         if unprefixed:
             raise ValueError(
                 f"{len(unprefixed)} image(s) in {root} have no class prefix ('<class>_...'), e.g. {unprefixed[:3]}"
@@ -519,8 +544,8 @@ def pretraining_corpus(
     (``train``/``val``) or else by group.
     Group splits send a seeded ``val_fraction`` of the groups to validation.
     """
-    if kind not in PRETRAINING_CORPORA:
-        raise ValueError(f"kind must be one of {', '.join(PRETRAINING_CORPORA)}; got {kind!r}")
+    checks.choice("kind", kind, PRETRAINING_CORPORA)
+    val_fraction, seed = checks.fraction("val_fraction", val_fraction), checks.seed("seed", seed)
     folder = Path(folder)
     if kind == "chexpert":
         table = read_chexpert(folder / "train.csv", policy=policy, frontal_only=frontal_only, image_root=folder.parent)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ __all__ = [
     "read_csv",
     "read_grey",
     "read_json",
+    "read_text",
+    "read_text_lines",
     "sixteen_to_eight_bits",
     "write_image",
 ]
@@ -64,23 +68,39 @@ def read_json(path: str | os.PathLike) -> object:
         raise ValueError(f"{path} line {err.lineno}: not valid JSON ({err.msg}); the file may be truncated") from None
 
 
-def _csv_text(path: Path) -> str:
+def _file_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it is a gzip file (``ValueError`` naming it when that fails)."""
     raw = path.read_bytes()
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and b"\x00" in raw[:64]):
-        raise ValueError(f"{path}: looks like UTF-16 text; save it as UTF-8 (comma-separated)")
+    if raw[:2] != b"\x1f\x8b":
+        return raw
     try:
-        text = raw.decode("utf-8-sig")
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: not a readable gzip file ({err}); the download may be truncated") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "text") -> str:
+    """A UTF-8 text file (BOM accepted, gzip unpacked); UTF-16 or other bytes raise ``ValueError`` naming file and line."""
+    path = Path(path)
+    raw = _file_bytes(path)
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and b"\x00" in raw[:64]):
+        raise ValueError(f"{path}: looks like UTF-16 {what}; save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 (Latin-1 or another "
                          "encoding?); save the file as UTF-8") from None
-    if not text.strip():
-        raise ValueError(f"{path}: the file is empty; expected a header line and rows")
-    return text
 
 
-def read_csv(path: str | os.PathLike, **options) -> "pandas.DataFrame":
-    """``pandas.read_csv`` of a UTF-8 file (a BOM is accepted), with errors that name the file and line.
+def read_text_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Non-blank lines of a UTF-8 text file as ``(line number, stripped text)`` (errors as :func:`read_text`)."""
+    text = read_text(path)
+    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
+def read_csv(path: str | os.PathLike, **options) -> "pd.DataFrame":
+    """``pandas.read_csv`` of a UTF-8 file (BOM accepted, gzip unpacked), with errors naming the file and line.
 
     Refuses UTF-16, non-UTF-8 bytes (e.g. Latin-1) and empty files instead of reading garbage.
     """
@@ -89,20 +109,22 @@ def read_csv(path: str | os.PathLike, **options) -> "pandas.DataFrame":
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    text = _csv_text(path)
+    text = read_text(path)
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; expected a header line and rows")
     try:
         return pd.read_csv(io.StringIO(text), **options)
-    except pd.errors.ParserError as err:
-        raise ValueError(f"{path}: {err}") from None
-    except ValueError as err:  # e.g. usecols naming a missing column
+    except ValueError as err:  # pandas' ParserError is a ValueError; so is usecols naming a missing column
         raise ValueError(f"{path}: {err}") from None
 
 
 def inside(root: str | os.PathLike, relative: str, what: str = "path") -> Path:
-    """``root / relative``, refusing absolute paths and ``..`` that would leave ``root`` (``ValueError``)."""
-    root_path = Path(root).resolve()
-    candidate = (root_path / relative).resolve()
-    if Path(relative).is_absolute() or not candidate.is_relative_to(root_path):
+    """``root / relative``, refusing absolute paths and ``..`` steps that leave ``root`` (``ValueError``).
+
+    The check is on the path's text: symbolic links inside ``root`` are followed as the user made them.
+    """
+    normal = os.path.normpath(str(relative).replace("\\", "/"))
+    if os.path.isabs(str(relative)) or normal == ".." or normal.startswith("../"):
         raise ValueError(f"{what} {relative!r} points outside {root}")
     return Path(root) / relative
 

@@ -100,12 +100,11 @@ def stratified_split(
     the total number of validation images is ``round(val_fraction * N)`` unless those
     minimums need more. A catch-all of a single image goes to train.
     """
-    val_fraction, seed = checks.fraction(val_fraction), checks.seed(seed)
-    if isinstance(min_stratum, bool) or not isinstance(min_stratum, (int, np.integer)) or min_stratum < 1:
-        raise ValueError(f"min_stratum must be an integer >= 1, got {min_stratum!r}")
+    val_fraction, seed = checks.fraction("val_fraction", val_fraction), checks.seed("seed", seed)
+    min_stratum = checks.positive_int("min_stratum", min_stratum)
     if wide.index.has_duplicates:
         raise ValueError(f"wide table has duplicated ImageIds, e.g. {wide.index[wide.index.duplicated()][:3].tolist()}")
-    strata = merge_rare(class_combinations(wide).sort_index(), int(min_stratum))
+    strata = merge_rare(class_combinations(wide).sort_index(), min_stratum)
     names = sorted(strata.unique())
     members = [strata.index[strata == name].tolist() for name in names]
     counts = _allocate(np.array([len(m) for m in members]), val_fraction)
@@ -124,7 +123,7 @@ def group_split(groups: pd.Series, val_fraction: float = 0.2, seed: int = 0) -> 
     validation (at least one, and at least one stays in train, when there are two or more
     groups); see :func:`helpers.convert.split_groups`.
     """
-    val_fraction, seed = checks.fraction(val_fraction), checks.seed(seed)
+    val_fraction, seed = checks.fraction("val_fraction", val_fraction), checks.seed("seed", seed)
     groups = _series("groups", groups)
     split_of = convert.split_groups(groups.tolist(), val_fraction, seed)
     split = groups.map(split_of).rename("split")
@@ -176,8 +175,7 @@ def train_val_ids(
     When groups are known, no group may span the two sides (``ValueError``), unless
     ``allow_leakage`` (e.g. to reproduce a published but leaky split): then a warning says how many do.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    checks.choice("strategy", strategy, STRATEGIES)
     dataset_dir = Path(dataset_dir)
     has_csv = (dataset_dir / "splits.csv").is_file()
     if strategy == "auto":
@@ -232,9 +230,8 @@ def group_kfold(
     than ``k`` images pooled into :data:`RARE_STRATUM`. Needs at least ``k`` groups.
     Fold ``i``'s validation images are ``folds.index[folds == i]``.
     """
-    seed = checks.seed(seed)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    seed = checks.seed("seed", seed)
+    k = checks.integer("k", k, low=2)
     groups = _series("groups", groups)
     n_groups = groups.nunique()
     if n_groups < k:

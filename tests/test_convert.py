@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -357,9 +362,11 @@ def test_magnetic_tile_without_defect_free_images(mt_src, tmp_path):
 
 def test_empty_defect_mask_is_kept_and_reported(mt_src, tmp_path):
     save(mt_src / "MT_Crack" / "exp2_num_3.png", np.full((8, 10), 127, np.uint8))
-    with pytest.warns(UserWarning, match="exp2_num_3.jpg"):
+    with pytest.warns(UserWarning) as record:
         table = convert.convert_magnetic_tile(mt_src, tmp_path / "out", progress=False)
-    assert table.attrs["empty_masks"] == ["exp2_num_3.jpg"]
+    messages = [str(w.message) for w in record]
+    assert any("exp2_num_3.jpg" in m for m in messages) and any("none above threshold=127" in m for m in messages)
+    assert table.attrs["empty_masks"] == ["exp2_num_3.jpg"] and table.attrs["faint_masks"] == ["exp2_num_3.png"]
     assert "exp2_num_3.jpg" in table.index and "exp2_num_3.jpg" not in set(train_rows(tmp_path / "out")["ImageId"])
 
 
@@ -384,6 +391,11 @@ def _mt_no_folder(root: Path) -> None:
     shutil.rmtree(root / "MT_Blowhole")
 
 
+def _mt_empty_class_folder(root: Path) -> None:
+    for path in (root / "MT_Fray").iterdir():
+        path.rename(path.with_suffix(".bmp" if path.suffix == ".jpg" else ".tif"))
+
+
 @pytest.mark.parametrize(
     "mutate, error, pattern",
     [
@@ -392,6 +404,7 @@ def _mt_no_folder(root: Path) -> None:
         (_mt_free_with_defect, ValueError, r"exp5_num_2\.png of defect-free folder 'MT_Free' has 12 defect pixels"),
         (_mt_same_name, ValueError, r"'exp2_num_0' appears twice"),
         (_mt_no_folder, FileNotFoundError, r"MT_Blowhole \(allowed folders here: \['MT_Break'"),
+        (_mt_empty_class_folder, ValueError, r"MT_Fray holds no \*\.jpg images \(found \['\.bmp', '\.tif'\]\)"),
     ],
 )
 def test_folder_mask_errors_name_the_bad_file(mt_src, tmp_path, mutate, error, pattern):
@@ -691,7 +704,7 @@ def test_castings_clip_boxes_past_the_edge(castings, tmp_path):
         ("C0001", "1 3 5 2\n", ValueError, r"C0001/ground_truth\.txt line 1: expected 5 numbers 'image_index x1 x2 y1 y2', got '1 3 5 2'"),
         ("C0001", "1 3 five 2 4\n", ValueError, r"line 1: expected 5 numbers"),
         ("C0003", "\n3 1 2 1 2\n", ValueError, r"C0003/ground_truth\.txt line 2: image index 3 has no image .*C0003_0003\.png"),
-        ("C0003", "1.5 1 2 1 2\n", ValueError, r"line 1: image index must be an integer >= 1 \(1-based\), got 1\.5"),
+        ("C0003", "1.5 1 2 1 2\n", ValueError, r"line 1: image index must be an integer >= 1 \(1-based\), got '1\.5'"),
         ("C0003", "0 1 2 1 2\n", ValueError, r"line 1: image index must be an integer >= 1"),
         ("C0003", "1 40 50 1 2\n", ValueError, r"C0003/ground_truth\.txt line 1: box x1=40 x2=50 y1=1 y2=2 lies outside the 16x18 \(WxH\) image C0003_0001\.png"),
     ],
@@ -748,3 +761,272 @@ def test_read_gdxray_boxes(castings):
     assert boxes["image"].tolist() == ["C0001_0001.png", "C0001_0001.png", "C0001_0002.png"]
     assert boxes.iloc[1][["x1", "x2", "y1", "y2"]].tolist() == [20.0, 30.0, 18.0, 20.0]
     assert boxes["where"].tolist() == [f"C0001/ground_truth.txt line {k}" for k in (1, 2, 3)]
+
+
+# ----------------------------------------------------------------------------- whole-folder swap (overwrite=True)
+
+# The child converts index masks into OUT with overwrite=True and SIGKILLs itself at one point:
+# "images" after 2 copied images, "tables" at the first table write, "swap" just before the new
+# folder is renamed into place (the old one already moved aside).
+KILL_CHILD = r"""
+import os, signal, shutil, sys
+from collections.abc import Callable
+from pathlib import Path
+from helpers import convert, files
+
+point, images, masks, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+
+def kill_after(n, real, when=lambda *a: True):
+    calls = [0]
+    def wrapper(*args, **kwargs):
+        if when(*args):
+            calls[0] += 1
+            if calls[0] > n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return wrapper
+
+if point == "images":
+    shutil.copyfile = kill_after(2, shutil.copyfile)
+elif point == "tables":
+    files.atomic_write_text = kill_after(0, files.atomic_write_text)
+elif point == "swap":
+    os.rename = kill_after(0, os.rename, when=lambda src, dst: Path(dst).resolve() == out.resolve())
+convert.convert_index_masks(images, masks, out, {1: "inclusion", 2: "patches", 3: "scratches"}, overwrite=True,
+                            progress=False)
+print("finished without being killed")
+"""
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative posix path -> bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _new_version(src: Path) -> None:
+    """A different dataset from the same folders: a's mask changes, d is added (old images all stay)."""
+    save(src / "masks" / "a.png", label_mask(SHAPE, {(5, 5): 2}))
+    Image.fromarray(np.stack([grey(*SHAPE, 99)] * 3, axis=-1)).save(src / "images" / "d.jpg")
+    save(src / "masks" / "d.png", label_mask(SHAPE, {(1, 1): 3}))
+
+
+def _run_killed_child(tmp_path: Path, point: str, src: Path, out: Path) -> None:
+    script = tmp_path / "kill_child.py"
+    script.write_text(KILL_CHILD)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(script), point, str(src / "images"), str(src / "masks"), str(out)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("point", ["images", "tables", "swap"])
+def test_overwrite_killed_midway_keeps_the_old_dataset(index_src, tmp_path, point):
+    out = tmp_path / "data" / "out"
+    args = (index_src / "images", index_src / "masks")
+    old_table = convert.convert_index_masks(*args, out, NAMES, progress=False)
+    old_files = snapshot(out)
+    _new_version(index_src)
+
+    _run_killed_child(tmp_path, point, index_src, out)
+    if point != "swap":  # killed before the swap: the folder is the old dataset, untouched
+        assert snapshot(out) == old_files
+        pd.testing.assert_frame_equal(severstal.read_dataset(out), old_table)
+    # the next conversion first repairs the folder (restores the moved-aside old one, removes the build) ...
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        convert.convert_index_masks(*args, out, NAMES, progress=False)
+    assert snapshot(out) == old_files
+    pd.testing.assert_frame_equal(severstal.read_dataset(out), old_table)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+    # ... and a rerun completes to the new dataset
+    new_table = convert.convert_index_masks(*args, out, NAMES, overwrite=True, progress=False)
+    fresh = convert.convert_index_masks(*args, tmp_path / "fresh", NAMES, progress=False)
+    assert snapshot(out) == snapshot(tmp_path / "fresh")
+    pd.testing.assert_frame_equal(severstal.read_dataset(out), new_table)
+    pd.testing.assert_frame_equal(new_table, fresh)
+    assert "d.jpg" in new_table.index and sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_overwrite_keeps_other_files_and_clears_stale_builds(index_src, tmp_path):
+    out = tmp_path / "out"
+    args = (index_src / "images", index_src / "masks", out, NAMES)
+    convert.convert_index_masks(*args, progress=False)
+    (out / "notes.txt").write_text("mine")
+    save(out / "source" / "raw.png", grey(4, 4))
+    (out / "train_images.partial").mkdir()  # left by an older version of the converter
+    stale = tmp_path / ".out.building-999999999"  # no such process
+    save(stale / "train_images" / "a.jpg", grey(4, 4))
+    _new_version(index_src)
+    table = convert.convert_index_masks(*args, overwrite=True, progress=False)
+    assert "d.jpg" in table.index
+    assert (out / "notes.txt").read_text() == "mine" and (out / "source" / "raw.png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "classes.csv", "notes.txt", "source", "splits.csv", "train.csv", "train_images"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", "out"])
+
+
+def test_converter_refuses_an_out_dir_that_is_a_file(index_src, tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"out.*not a folder"):
+        convert.convert_index_masks(index_src / "images", index_src / "masks", tmp_path / "out", NAMES,
+                                    overwrite=True, progress=False)
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+# ----------------------------------------------------------------------------- hostile ground truth and list files
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("inf 1 2 1 2\n", r"line 1: image index must be an integer >= 1 \(1-based\), got 'inf'"),
+        ("nan 1 2 1 2\n", r"line 1: image index must be an integer >= 1 \(1-based\), got 'nan'"),
+        ("1e400 1 2 1 2\n", r"line 1: image index must be an integer >= 1"),
+        ("1 inf 2 1 2\n", r"line 1: x1 must be a finite number >= 0, got 'inf'"),
+        ("1 1 2 nan 2\n", r"line 1: y1 must be a finite number >= 0, got 'nan'"),
+        ("1 1 2 1 -inf\n", r"line 1: y2 must be a finite number >= 0, got '-inf'"),
+        ("1 -3 2 1 2\n", r"line 1: x1 must be a finite number >= 0, got '-3'"),
+        ("1 1 2 1 2\n1 4 2 1 2\n", r"line 2: box x1=4 x2=2 y1=1 y2=2 needs x1 <= x2 and y1 <= y2"),
+        ("1 1 2 1 2 9\n", r"line 1: expected 5 numbers 'image_index x1 x2 y1 y2', got '1 1 2 1 2 9'"),
+    ],
+)
+def test_castings_ground_truth_bad_values_name_file_line_and_field(castings, tmp_path, text, pattern):
+    (castings / "C0003" / "ground_truth.txt").write_text(text)
+    with pytest.raises(ValueError, match=r"C0003/ground_truth\.txt " + pattern):
+        convert.convert_gdxray_castings(castings, tmp_path / "out", tile=None, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "raw, pattern",
+    [
+        ("1 1 2 1 2\n".encode("utf-16"), r"ground_truth\.txt: looks like UTF-16 text; save it as UTF-8"),
+        (b"1 1 2 1 2\n2 1 2 1 2 \xe9\n", r"ground_truth\.txt line 2: byte 0xe9 is not UTF-8"),
+    ],
+)
+def test_castings_ground_truth_encoding_errors_name_the_file(castings, tmp_path, raw, pattern):
+    (castings / "C0003" / "ground_truth.txt").write_bytes(raw)
+    with pytest.raises(ValueError, match=pattern):
+        convert.convert_gdxray_castings(castings, tmp_path / "out", tile=None, progress=False)
+
+
+def _neu(index_src: Path, tmp_path: Path, train: bytes, val: bytes) -> Path:
+    src = tmp_path / "neu"
+    shutil.copytree(index_src, src)
+    (src / "splits").mkdir()
+    (src / "splits" / "train.txt").write_bytes(train)
+    (src / "splits" / "val.txt").write_bytes(val)
+    return src
+
+
+@pytest.mark.parametrize(
+    "train, val, pattern",
+    [
+        (b"a\nc\n", b"b\n../outside\n", r"splits/val\.txt line 2: '\.\./outside' is not an image in .*images"),
+        (b"a\nc\n", b"b\nzz\n", r"splits/val\.txt line 2: 'zz' is not an image in"),
+        (b"a\nc\n", b"b\nc.jpg\n", r"splits/val\.txt line 2: 'c\.jpg' is also listed in .*splits/train\.txt line 2"),
+        (b"a\nc\n", "b\n".encode("utf-16"), r"splits/val\.txt: looks like UTF-16 text"),
+        (b"a\nc\n", b"b\n\xe9\n", r"splits/val\.txt line 2: byte 0xe9 is not UTF-8"),
+    ],
+)
+def test_neu_seg_split_lists_errors_name_file_and_line(index_src, tmp_path, train, val, pattern):
+    src = _neu(index_src, tmp_path, train, val)
+    with pytest.raises(ValueError, match=pattern):
+        convert.convert_neu_seg(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_neu_seg_split_lists_accept_bom_crlf_and_file_names(index_src, tmp_path):
+    src = _neu(index_src, tmp_path, b"\xef\xbb\xbfa\r\nc.jpg\r\n\r\n", b"b\n")
+    convert.convert_neu_seg(src, tmp_path / "out", progress=False)
+    assert severstal.read_splits(tmp_path / "out")["split"].to_dict() == {"a.jpg": "train", "b.jpg": "val", "c.jpg": "train"}
+
+
+def test_box_annotations_refuse_image_paths_that_are_not_the_images(tmp_path):
+    images = [save(tmp_path / "src" / "a.png", grey(10, 12))]
+    save(tmp_path / "other" / "a.png", grey(10, 12, 1))
+    boxes = pd.DataFrame({"image": ["../other/a.png"], "x1": [1], "x2": [2], "y1": [1], "y2": [2]})
+    with pytest.raises(ValueError, match=r"box 0 \(\.\./other/a\.png\): image '\.\./other/a\.png' is not among the images"):
+        convert.convert_box_annotations(images, boxes, tmp_path / "out", tile=None, progress=False)
+    same = boxes.assign(image=[str(images[0])])  # the image's own path is fine
+    table = convert.convert_box_annotations(images, same, tmp_path / "out", tile=None, progress=False)
+    assert table.loc["a.png", 1] != ""
+
+
+# ----------------------------------------------------------------------------- hostile images, masks and arguments
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-30])  # header intact, pixel data cut short
+
+
+def _not_an_image(path: Path) -> None:
+    path.write_bytes(b"this is not an image")
+
+
+def _index_images(src: Path, tmp_path: Path) -> tuple[Path, Callable]:
+    return src / "images" / "c.jpg", lambda: convert.convert_index_masks(
+        src / "images", src / "masks", tmp_path / "out", NAMES, progress=False)
+
+
+def _castings_whole(src: Path, tmp_path: Path) -> tuple[Path, Callable]:
+    return src / "C0003" / "C0003_0002.png", lambda: convert.convert_gdxray_castings(
+        src, tmp_path / "out", tile=None, progress=False)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _not_an_image])
+@pytest.mark.parametrize("fixture, case", [("index_src", _index_images), ("castings", _castings_whole)])
+def test_copied_images_are_decoded_so_damaged_files_are_named(request, tmp_path, damage, fixture, case):
+    path, run = case(request.getfixturevalue(fixture), tmp_path)
+    damage(path)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        run()
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_masks_refuse_a_truncated_image(mt_src, tmp_path):
+    _truncate(mt_src / "MT_Crack" / "exp2_num_3.jpg")
+    with pytest.raises(ValueError, match=r"MT_Crack/exp2_num_3\.jpg"):
+        convert.convert_magnetic_tile(mt_src, tmp_path / "out", progress=False)
+
+
+def test_tiled_warns_about_masks_with_values_below_the_threshold(radiographs, tmp_path):
+    save(tmp_path / "rad" / "R1_mask.png", DEFECT.astype(np.uint8))  # 0/1 in an 8-bit mask, threshold 127
+    with pytest.warns(UserWarning) as record:
+        table = convert.convert_tiled_radiographs(radiographs, tmp_path / "out", tile=16, threshold=127, progress=False)
+    assert any(re.search(r"1 mask\(s\) have non-zero values but none above threshold=127.*R1_mask\.png", str(w.message))
+               for w in record)
+    assert table.attrs["faint_masks"] == ["R1_mask.png"]
+    assert (table.loc[table.index.str.startswith("R1_"), 1] == "").all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, r"seed must be an integer >= 0, got 1\.5"),
+        ({"mask_suffix": None}, r"mask_suffix must be one of \['.jpg'.*got None"),
+        ({"mask_suffix": "png"}, r"mask_suffix must be one of \['.jpg'.*got 'png'"),
+    ],
+)
+def test_index_masks_reject_bad_seed_and_suffix(index_src, tmp_path, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        convert.convert_index_masks(index_src / "images", index_src / "masks", tmp_path / "out", NAMES,
+                                    progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [-1, "x", [0, -2]])
+def test_split_groups_rejects_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        convert.split_groups(["a", "b"], 0.5, seed)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, "wide", None])
+def test_box_annotations_name_the_bad_coordinate(tmp_path, value):
+    images = [save(tmp_path / "src" / "a.png", grey(10, 12))]
+    boxes = pd.DataFrame({"image": ["a.png", "a.png"], "x1": [1, 1], "x2": [2, 2], "y1": [1, 1], "y2": [2, value]})
+    with pytest.raises(ValueError, match=r"box 1 \(a\.png\): box y2 must be a finite number, got '"):
+        convert.convert_box_annotations(images, boxes, tmp_path / "out", tile=None, progress=False)

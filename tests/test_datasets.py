@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import os
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_policy_rejects_unexpected_values(values, found):
 
 @pytest.mark.parametrize("policy", ["U-Ones", None, "one"])
 def test_policy_names_the_allowed_policies(policy):
-    with pytest.raises(ValueError, match=r"policy must be one of \('ones', 'zeros', 'ignore'\)"):
+    with pytest.raises(ValueError, match=r"policy must be one of \['ones', 'zeros', 'ignore'\], got "):
         datasets.apply_uncertainty_policy(np.zeros(2), policy)
 
 
@@ -151,7 +152,7 @@ def test_read_chexpert_errors_name_file_and_line(tmp_path, rows, header, pattern
 def test_read_chexpert_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.csv"):
         datasets.read_chexpert(tmp_path / "nothere.csv")
-    with pytest.raises(ValueError, match=r"policy must be one of \('ones', 'zeros', 'ignore'\) or None"):
+    with pytest.raises(ValueError, match=r"policy must be one of \['ones', 'zeros', 'ignore'\], got 'U-Ones' \(None keeps the raw"):
         datasets.read_chexpert(write_chexpert(tmp_path), policy="U-Ones")
 
 
@@ -407,7 +408,7 @@ def test_pretraining_corpus_of_a_severstal_dataset(tmp_path, with_splits):
 
 
 def test_pretraining_corpus_names_the_kinds(tmp_path):
-    with pytest.raises(ValueError, match="chexpert, chest-xray, severstal"):
+    with pytest.raises(ValueError, match=r"kind must be one of \['chexpert', 'chest-xray', 'severstal'\]"):
         datasets.pretraining_corpus("imagenet", tmp_path)
 
 
@@ -427,3 +428,125 @@ def test_pretraining_corpus_of_a_severstal_dataset_per_class(tmp_path):
     assert columns == ["inclusion", "scratches"] and list(val.index) == ["N3.png"]
     assert train[columns].to_numpy().tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
     assert val[columns].to_numpy().tolist() == [[0.0, 0.0]]
+
+
+# ----------------------------------------------------------------------------- hostile tables
+
+
+def _chexpert_table(tmp_path: Path, text: bytes) -> tuple[Path, object]:
+    path = write_chexpert(tmp_path)
+    path.write_bytes(text)
+    return path, lambda: datasets.read_chexpert(path)
+
+
+def _nih_table(tmp_path: Path, text: bytes) -> tuple[Path, object]:
+    path = tmp_path / "Data_Entry.csv"
+    path.write_bytes(text)
+    return path, lambda: datasets.read_nih(path, tmp_path / "images")
+
+
+def _chest_table(tmp_path: Path, text: bytes) -> tuple[Path, object]:
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(text)
+    return path, lambda: datasets.read_chest_xray(tmp_path, check_files=False)
+
+
+GOOD_TEXT = {
+    _chexpert_table: "\n".join([HEADER, *ROWS]) + "\n",
+    _nih_table: NIH,
+    _chest_table: "path,source,finding,view,sex,age\n" + "".join(",".join(row) + "\n" for row in CHEST),
+}
+
+
+@pytest.mark.parametrize("table", [_chexpert_table, _nih_table, _chest_table])
+@pytest.mark.parametrize(
+    "encode, pattern",
+    [
+        (lambda text: b"", r"the file is empty"),
+        (lambda text: text.encode("utf-16"), r"looks like UTF-16 text; save it as UTF-8"),
+        (lambda text: text.replace("Male", "Mâle").replace(",M,", ",Mâle,").encode("latin-1"), r"line \d+: byte 0xe2 is not UTF-8"),
+    ],
+)
+def test_readers_name_the_file_of_an_empty_utf16_or_latin1_table(tmp_path, table, encode, pattern):
+    path, read = table(tmp_path, encode(GOOD_TEXT[table]))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + pattern):
+        read()
+
+
+def test_read_chexpert_names_a_broken_gzip(tmp_path):
+    path = tmp_path / "chexpert_train.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join([HEADER, *ROWS]) + "\n")
+    path.write_bytes(path.read_bytes()[:-20])  # truncated download
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": not a readable gzip file"):
+        datasets.read_chexpert(path)
+
+
+@pytest.mark.parametrize(
+    "table, text, pattern",
+    [
+        (_chexpert_table, "\n".join([HEADER, ROWS[0], chexpert_row("CheXpert-v1.0-small/../../patient00009/x.jpg")]) + "\n",
+         r"line 3: Path 'CheXpert-v1.0-small/\.\./\.\./patient00009/x\.jpg' points outside"),
+        (_nih_table, NIH + "../00000009_000.png,Mass,0,9,50,F,PA,1\n", r"line 6: Image Index '\.\./00000009_000\.png' points outside"),
+        (_nih_table, NIH + "/etc/00000009_000.png,Mass,0,9,50,F,PA,1\n", r"line 6: Image Index '/etc/00000009_000\.png' points outside"),
+        (_chest_table, GOOD_TEXT[_chest_table] + "images/../../x.png,x,COVID-19,PA,F,30\n",
+         r"line 10: path 'images/\.\./\.\./x\.png' points outside"),
+    ],
+)
+def test_readers_refuse_paths_outside_their_root(tmp_path, table, text, pattern):
+    path, read = table(tmp_path, text.encode())
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " " + pattern):
+        read()
+
+
+def test_paths_with_dot_dot_inside_the_root_are_fine(tmp_path):
+    text = NIH + "sub/../00000009_000.png,Mass,0,9,50,F,PA,1\n"
+    _, read = _nih_table(tmp_path, text.encode())
+    assert read()["path"].iloc[-1] == os.path.join(str(tmp_path), "images", "sub/../00000009_000.png")
+
+
+@pytest.mark.parametrize(
+    "table, text, pattern",
+    [
+        (_chexpert_table, "\n".join([HEADER, *ROWS, ROWS[1]]) + "\n", r"line 7: Path '.*study2/view1_frontal\.jpg' is also on line 3"),
+        (_nih_table, NIH + "00000001_000.png,Mass,0,1,58,M,PA,2682\n", r"line 6: Image Index '00000001_000\.png' is also on line 2"),
+        (_chest_table, GOOD_TEXT[_chest_table] + ",".join(CHEST[0]) + "\n", r"line 10: path '.*auntminnie-a.*' is also on line 2"),
+    ],
+)
+def test_readers_refuse_an_image_listed_twice(tmp_path, table, text, pattern):
+    path, read = table(tmp_path, text.encode())
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " " + pattern):
+        read()
+
+
+def test_chest_xray_groups_by_the_patient_column_when_there_is_one(tmp_path):
+    lines = ["path,source,finding,view,sex,age,license,patient",
+             "images/kermany_person1_bacteria_1.jpg,kermany,Pneumonia,,,,,kermany:person1",
+             "images/kermany_person1_bacteria_2.jpg,kermany,Pneumonia,,,,,kermany:person1",
+             "images/kermany_person2_virus_1.jpg,kermany,Pneumonia,,,,,kermany:person2",
+             "images/figure1_COVID-00003a.png,figure1,COVID-19,,,,,"]
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    table = datasets.read_chest_xray(tmp_path, check_files=False)
+    assert table["group"].tolist() == ["kermany:person1", "kermany:person1", "kermany:person2", "figure1_COVID-00003"]
+
+
+def test_class_prefix_must_not_be_empty(tmp_path):
+    for name in ("cr_01.png", "_cr_02.png"):
+        png(tmp_path / name)
+    with pytest.raises(ValueError, match=r"1 image\(s\) .* have no class prefix .*_cr_02\.png"):
+        datasets.read_class_folders(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"val_fraction": 1.5}, r"val_fraction must be in \[0, 1\), got 1\.5"),
+        ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+        ({"kind": "imagenet"}, r"kind must be one of \['chexpert', 'chest-xray', 'severstal'\], got 'imagenet'"),
+    ],
+)
+def test_pretraining_corpus_checks_its_arguments_even_with_an_official_division(tmp_path, kwargs, pattern):
+    write_chexpert(tmp_path)
+    write_chexpert(tmp_path, rows=ROWS[:1], name="valid.csv")
+    with pytest.raises(ValueError, match=pattern):
+        datasets.pretraining_corpus(**{"kind": "chexpert", "folder": tmp_path / "CheXpert-v1.0-small", **kwargs})

@@ -150,7 +150,7 @@ def test_train_val_ids(tmp_path, strategy, with_csv, expected):
 
 def test_train_val_ids_errors(tmp_path):
     wide = _wide()
-    with pytest.raises(ValueError, match=r"one of \('auto', 'stratified', 'splits_csv', 'group'\)"):
+    with pytest.raises(ValueError, match=r"strategy must be one of \['auto', 'stratified', 'splits_csv', 'group'\], got 'random'"):
         splits.train_val_ids(tmp_path, wide, strategy="random")
     with pytest.raises(FileNotFoundError, match="splits.csv"):
         splits.train_val_ids(tmp_path, wide, strategy="splits_csv")
@@ -182,8 +182,9 @@ def test_group_kfold_errors():
     groups = pd.Series(["a", "a", "b"], index=["x.jpg", "y.jpg", "z.jpg"])
     with pytest.raises(ValueError, match="at least k groups"):
         splits.group_kfold(groups, k=3)
-    with pytest.raises(ValueError, match="k must be"):
-        splits.group_kfold(groups, k=1)
+    for k in (1, 2.5, True):
+        with pytest.raises(ValueError, match=r"k must be an integer >= 2, got "):
+            splits.group_kfold(groups, k=k)
 
 
 @pytest.mark.parametrize(
