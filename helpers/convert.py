@@ -240,58 +240,6 @@ _DATASET_ENTRIES = (_TRAIN_IMAGES, "train.csv", "classes.csv", "splits.csv")
 _STALE_ENTRIES = (f"{_TRAIN_IMAGES}.partial",)  # staging folder of older versions of this module
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True  # a process of another user
-    except (OSError, OverflowError):
-        return False
-    return True
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Recreate ``source`` (file, folder or link) at ``target`` with hard links (copies where links fail)."""
-    if source.is_symlink():
-        os.symlink(os.readlink(source), target)
-    elif source.is_dir():
-        target.mkdir()
-        for child in sorted(source.iterdir()):
-            _link_tree(child, target / child.name)
-        shutil.copystat(source, target)
-    else:
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-
-
-def _same_device(root: Path, entry: Path) -> None:
-    """Refuse an entry of ``root`` that lies on another file system (a mount point inside the dataset folder)."""
-    device = root.stat().st_dev
-    if entry.is_symlink():
-        return  # carried as a link, its target is not touched
-    for folder, subfolders, _ in os.walk(entry):
-        if Path(folder).lstat().st_dev != device:
-            raise OSError(f"{folder} is on another file system than {root}; convert into a folder of its own "
-                          "(the converter replaces the whole folder)")
-        subfolders[:] = [d for d in subfolders if not Path(folder, d).is_symlink()]
-
-
-def _recover(final: Path) -> None:
-    """Repair what a killed conversion into ``final`` left: restore or delete ``.old``, delete dead builds."""
-    old = final.with_name(f".{final.name}.old")
-    if old.is_dir():
-        if final.exists():
-            shutil.rmtree(old)  # killed after the swap, before the old folder was deleted
-        else:
-            os.rename(old, final)  # killed between the two renames of the swap
-    for build in final.parent.glob(f".{final.name}.building-*"):
-        pid = build.name.rsplit("-", 1)[-1]
-        if build.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
-            shutil.rmtree(build, ignore_errors=True)
-
-
 @dataclass
 class _Output:
     """Collects one conversion into a hidden sibling folder, then swaps it for ``out_dir``.
@@ -321,7 +269,7 @@ class _Output:
         self.final = final = Path(os.path.abspath(given)).resolve()  # a link to the folder: swap its target
         if final.parent == final:
             raise ValueError(f"out_dir must be a folder of its own, got {given}")
-        _recover(final)
+        files.recover_folder(final)
         if final.exists() and not final.is_dir():
             raise NotADirectoryError(f"out_dir {given} is a file, not a folder")
         if final.is_dir():
@@ -329,7 +277,7 @@ class _Output:
             if ((images.is_dir() and any(images.iterdir())) or (final / "train.csv").exists()) and not self.overwrite:
                 raise FileExistsError(f"{given} already holds a dataset; pass overwrite=True to replace it")
             for entry in self._carried():
-                _same_device(final, entry)
+                files.check_same_device(final, entry)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.building = final.with_name(f".{final.name}.building-{os.getpid()}")
         if self.building.exists():
@@ -360,20 +308,6 @@ class _Output:
     def abort(self) -> None:
         shutil.rmtree(self.building, ignore_errors=True)
 
-    def _swap(self) -> None:
-        """Put the built folder in place of ``final`` (see the class docstring for the window)."""
-        final, old = self.final, self.final.with_name(f".{self.final.name}.old")
-        if not final.exists():
-            os.rename(self.building, final)
-            return
-        os.rename(final, old)
-        try:
-            os.rename(self.building, final)
-        except BaseException:
-            os.rename(old, final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-
     def finish(self) -> pd.DataFrame:
         classes = list(self.class_names)
         ids = [r[0] for r in self.rows]
@@ -388,8 +322,8 @@ class _Output:
             severstal.write_classes(self.building, self.class_names)
             severstal.write_splits(self.building, splits)
             for entry in self._carried():
-                _link_tree(entry, self.building / entry.name)
-            self._swap()
+                files.link_tree(entry, self.building / entry.name)
+            files.swap_folder(self.building, self.final)
         except BaseException:
             self.abort()
             raise

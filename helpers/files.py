@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,11 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "atomic_write_json",
+    "check_same_device",
+    "link_tree",
+    "recover_folder",
+    "replacing_folder",
+    "swap_folder",
     "atomic_write_text",
     "content_hash",
     "image_header",
@@ -228,3 +236,110 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+# ----------------------------------------------------------------------------- whole-folder replacement
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # a process of another user
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Recreate ``source`` (file, folder or link) at ``target`` with hard links (copies where links fail)."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+    elif source.is_dir():
+        target.mkdir()
+        for child in sorted(source.iterdir()):
+            link_tree(child, target / child.name)
+        shutil.copystat(source, target)
+    else:
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+
+def check_same_device(root: Path, entry: Path) -> None:
+    """Refuse an entry of ``root`` on another file system (a mount point inside a folder we replace whole)."""
+    device = root.stat().st_dev
+    if entry.is_symlink():
+        return  # carried as a link, its target is not touched
+    for folder, subfolders, _ in os.walk(entry):
+        if Path(folder).lstat().st_dev != device:
+            raise OSError(f"{folder} is on another file system than {root}; write into a folder of its own "
+                          "(it is replaced whole)")
+        subfolders[:] = [d for d in subfolders if not Path(folder, d).is_symlink()]
+
+
+def _old_sibling(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_folder(final: str | os.PathLike) -> None:
+    """Repair what a killed :func:`replacing_folder` left beside ``final``: restore or delete ``.old``, delete dead builds."""
+    final = Path(final)
+    old = _old_sibling(final)
+    if old.is_dir():
+        if final.exists():
+            shutil.rmtree(old)  # killed after the swap, before the old folder was deleted
+        else:
+            os.rename(old, final)  # killed between the two renames of the swap
+    for build in final.parent.glob(f".{final.name}.building-*"):
+        pid = build.name.rsplit("-", 1)[-1]
+        if build.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def swap_folder(building: Path, final: Path) -> None:
+    """Put the folder ``building`` in place of ``final`` with two renames (the old one deleted after)."""
+    if not final.exists():
+        os.rename(building, final)
+        return
+    old = _old_sibling(final)
+    os.rename(final, old)
+    try:
+        os.rename(building, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replacing_folder(final: str | os.PathLike, carry: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yield an empty hidden sibling of ``final`` to fill; when the block ends it replaces ``final`` at once.
+
+    A reader sees the old folder or the new one, never a mix (except the instant between two renames,
+    when ``final`` is missing; :func:`recover_folder`, run first here, repairs a kill there). On an
+    error the new folder is deleted and ``final`` is untouched. ``carry``: entries of the old folder
+    to keep in the new one (hard links). A link to a folder has its target replaced.
+    """
+    final = Path(os.path.abspath(final)).resolve()
+    if final.parent == final:
+        raise ValueError(f"cannot replace the root folder {final}")
+    recover_folder(final)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(f"{final} is a file, not a folder")
+    carried = [Path(entry) for entry in carry]
+    for entry in carried:
+        check_same_device(final, entry)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    building = final.with_name(f".{final.name}.building-{os.getpid()}")
+    if building.exists():
+        shutil.rmtree(building)
+    building.mkdir()
+    try:
+        yield building
+        for entry in carried:
+            if not (building / entry.name).exists():
+                link_tree(entry, building / entry.name)
+        swap_folder(building, final)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise

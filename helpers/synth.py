@@ -73,6 +73,7 @@ MIN_WIDTH = 32
 
 # Seed-sequence tags keep the per-image streams independent of one another.
 _DRAW, _PLAN, _FILL = 0, 1, 2
+_DATASET_ENTRIES = ("train_images", "train.csv", "classes.csv", "splits.csv")  # replaced by a new dataset
 
 
 # --------------------------------------------------------------------------- naming / plan
@@ -396,9 +397,9 @@ def make_steel_dataset(
     ``classes.csv`` (:data:`CLASS_NAMES`) and, last, ``train.csv``. Returns the table indexed
     by ImageId with RLE columns 1..4 plus ``Height`` and ``Width``, equal to
     ``helpers.severstal.read_dataset(out_dir)``. Same arguments give byte-identical files.
-    Existing files of the same names are overwritten. If ``train_images`` already holds other
-    images: ``FileExistsError``, or with ``overwrite=True`` they (and a stale ``splits.csv``)
-    are deleted, so the folder holds exactly this dataset.
+    The dataset is built beside ``out_dir`` and replaces it at once (a killed run leaves the old
+    one whole); other entries of ``out_dir`` (not dataset files) are kept. If ``train_images``
+    already holds images of another dataset: ``FileExistsError``, unless ``overwrite=True``.
     """
     n_images = checks.integer("n_images", n_images, 1)
     height = checks.integer("height", height, MIN_HEIGHT)
@@ -417,26 +418,23 @@ def make_steel_dataset(
     images_dir = out_dir / "train_images"
     if images_dir.is_dir():
         stale = sorted(p.name for p in files.list_images(images_dir) if p.name not in taken)
-        if stale and overwrite:
-            for name in stale:
-                (images_dir / name).unlink()
-            (out_dir / "splits.csv").unlink(missing_ok=True)
-        elif stale:
+        if stale and not overwrite:
             raise FileExistsError(
                 f"{images_dir} already holds {len(stale)} image(s) not in this dataset, e.g. {stale[:3]}; "
                 "generate into an empty folder or pass overwrite=True"
             )
-
-    rows = []
-    for index in tqdm(range(n_images), disable=not progress, desc="synthetic steel", unit="img"):
-        rng = np.random.default_rng([seed, _DRAW, index])
-        grey, masks = render_image(rng, height, width, plan[index])
-        files.write_image(images_dir / ids[index], np.repeat(grey[:, :, None], 3, axis=2), quality=jpeg_quality)
-        rows.append([rle.encode(masks[c]) if c in masks else "" for c in CLASS_NAMES])
-
-    table = pd.DataFrame(rows, columns=list(CLASS_NAMES), index=pd.Index(ids, name="ImageId"))
-    table["Height"], table["Width"] = height, width
-    table = table.sort_index()
-    severstal.write_classes(out_dir, CLASS_NAMES)
-    severstal.write_train_csv(table, out_dir / "train.csv")
+    kept = [p for p in out_dir.iterdir() if p.name not in _DATASET_ENTRIES] if out_dir.is_dir() else []
+    with files.replacing_folder(out_dir, carry=kept) as building:  # a killed run leaves the old dataset whole
+        rows = []
+        for index in tqdm(range(n_images), disable=not progress, desc="synthetic steel", unit="img"):
+            rng = np.random.default_rng([seed, _DRAW, index])
+            grey, masks = render_image(rng, height, width, plan[index])
+            files.write_image(building / "train_images" / ids[index], np.repeat(grey[:, :, None], 3, axis=2),
+                              quality=jpeg_quality)
+            rows.append([rle.encode(masks[c]) if c in masks else "" for c in CLASS_NAMES])
+        table = pd.DataFrame(rows, columns=list(CLASS_NAMES), index=pd.Index(ids, name="ImageId"))
+        table["Height"], table["Width"] = height, width
+        table = table.sort_index()
+        severstal.write_classes(building, CLASS_NAMES)
+        severstal.write_train_csv(table, building / "train.csv")
     return table

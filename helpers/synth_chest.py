@@ -42,7 +42,6 @@ import io
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -1144,33 +1143,24 @@ def make_chexpert_dataset(
     labels = sample_labels(int(plan["study_index"].max()) + 1, seed, stats).to_numpy()
     patients = [f"patient{p:05d}" for p in plan["patient"]]
     split_of = convert.split_groups(patients, valid_fraction, seed, val_split="valid")
-    staging = out_dir / f"{DATASET_FOLDER}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
     rows = {"train": [], "valid": []}
-    try:
+    with files.replacing_folder(final) as staging:  # a killed run leaves the old corpus whole
         images = tqdm(plan.itertuples(index=False), total=len(plan), disable=not progress, desc="synthetic chest",
                       unit="img")
         for i, row in enumerate(images):
             split = split_of[patients[i]]
-            relative = f"{DATASET_FOLDER}/{split}/{patients[i]}/study{row.study}/view{row.number}_{row.kind}.png"
+            inner = f"{split}/{patients[i]}/study{row.study}/view{row.number}_{row.kind}.png"
             values = labels[row.study_index]
             view = "Frontal" if row.kind == "frontal" else "Lateral"
             image = render_chest(
                 values, seed=[seed, int(row.patient)], size=shape, view=view, projection=row.projection or "PA",
                 sex=row.sex, age=row.age, variant=int(row.study) * 4 + int(row.number),
             )
-            files.write_image(out_dir / relative.replace(DATASET_FOLDER, staging.name, 1), image)
-            rows[split].append([relative, row.sex, int(row.age), view, row.projection, *values])
+            files.write_image(staging / inner, image)
+            rows[split].append([f"{DATASET_FOLDER}/{inner}", row.sex, int(row.age), view, row.projection, *values])
         for split in ("train", "valid"):
             table = pd.DataFrame(rows[split], columns=list(datasets.CHEXPERT_COLUMNS))
             buffer = io.StringIO()
             table.to_csv(buffer, index=False, lineterminator="\n")
             files.atomic_write_text(staging / f"{split}.csv", buffer.getvalue())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
     return final

@@ -106,3 +106,42 @@ def test_inside_refuses_paths_leaving_the_root(tmp_path, relative):
 def test_inside_keeps_paths_within_the_root(tmp_path):
     assert files.inside(tmp_path, "train/p1/view1.png") == tmp_path / "train/p1/view1.png"
     assert files.inside(tmp_path, "a/../b.png") == tmp_path / "a/../b.png"
+
+
+def test_replacing_folder_swaps_whole_and_keeps_carried_entries(tmp_path):
+    final = tmp_path / "data"
+    (final / "old").mkdir(parents=True)
+    (final / "notes.txt").write_text("mine")
+    with files.replacing_folder(final, carry=[final / "notes.txt"]) as building:
+        assert building.parent == tmp_path and building.name.startswith(".data.building-")
+        (building / "new").mkdir()
+    assert sorted(p.name for p in final.iterdir()) == ["new", "notes.txt"]
+    assert (final / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_replacing_folder_leaves_the_old_folder_on_an_error(tmp_path):
+    final = tmp_path / "data"
+    final.mkdir()
+    (final / "train.csv").write_text("old")
+    with pytest.raises(RuntimeError, match="half-way"):
+        with files.replacing_folder(final) as building:
+            (building / "train.csv").write_text("new")
+            raise RuntimeError("half-way")
+    assert (final / "train.csv").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("final_present", [False, True])
+def test_recover_folder_repairs_a_kill_during_the_swap(tmp_path, final_present):
+    final, old = tmp_path / "data", tmp_path / ".data.old"
+    old.mkdir()
+    (old / "train.csv").write_text("old")
+    dead_build = tmp_path / ".data.building-999999999"
+    dead_build.mkdir()
+    if final_present:
+        final.mkdir()
+        (final / "train.csv").write_text("new")
+    files.recover_folder(final)
+    assert (final / "train.csv").read_text() == ("new" if final_present else "old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

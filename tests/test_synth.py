@@ -262,3 +262,36 @@ def test_regenerating_in_place_is_allowed(tmp_path):
 def test_progress_bar(tmp_path, capsys):
     _make(tmp_path, n_images=3, min_images_per_class=0, progress=True)
     assert "synthetic steel" in capsys.readouterr().err
+
+
+KILLED_GENERATION = """
+import os, signal, sys
+from helpers import files, synth
+written = []
+real_write = files.write_image
+def write_then_die(path, array, quality=90):
+    real_write(path, array, quality=quality)
+    written.append(path)
+    if len(written) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+files.write_image = write_then_die
+synth.make_steel_dataset(sys.argv[1], n_images=6, height=64, width=160, seed=1, overwrite=True, progress=False)
+"""
+
+
+def test_a_killed_regeneration_leaves_the_old_dataset_whole(tmp_path):
+    """Before: the first images of the new dataset sat beside the old train.csv, and read back without error."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "steel"
+    old = synth.make_steel_dataset(out, n_images=4, height=64, width=128, seed=0, progress=False)
+    before = {p.name: p.read_bytes() for p in (out / "train_images").iterdir()}
+    done = subprocess.run([sys.executable, "-c", KILLED_GENERATION, str(out)], timeout=120,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()[-400:]
+    pd.testing.assert_frame_equal(severstal.read_dataset(out), old)
+    assert {p.name: p.read_bytes() for p in (out / "train_images").iterdir()} == before
+    new = synth.make_steel_dataset(out, n_images=6, height=64, width=160, seed=1, overwrite=True, progress=False)
+    pd.testing.assert_frame_equal(severstal.read_dataset(out), new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["steel"]
