@@ -30,16 +30,28 @@ ONNX (optional, ``pip install -e ".[onnx]"``)
     :class:`OnnxPredictor` runs it with ``onnxruntime``. Without those packages they raise
     ``ImportError`` saying what to install.
 
+Loading trained models (:func:`load_keras_model`)
+    Never runs code from a file: weights are read into a model rebuilt from ``build.json``; a
+    ``.keras`` file loads with tf-keras ``safe_mode`` once its config is seen to name only Keras'
+    own layers (``safe_mode`` alone stops ``Lambda`` bytecode but imports and calls any function
+    a config names); HDF5 full models (no safe mode in tf-keras) need ``build.json`` beside them.
+    ``trust_code=True`` is the only way around this, and then the file's code runs. Files whose
+    bytes do not match their suffix (HDF5 signature, ``.keras`` zip, ``TFL3`` at byte 4 of a
+    ``.tflite``), truncated or corrupt, are one-line ``ValueError`` errors naming the file.
+
 Keras/TensorFlow come only from :mod:`helpers.backend`, imported by this module.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
 import time
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,12 +93,6 @@ class ConversionError(RuntimeError):
 
 
 # ------------------------------------------------------------------ checks
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
 def _single_input_output(model: keras.Model) -> tuple[int | None, int | None, int]:
     """``(H, W, C)`` of the one input (H, W may be None); one output required."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -105,9 +111,7 @@ def _input_size(model: keras.Model, input_size: Sequence[int] | None) -> tuple[i
         if height is None or width is None:
             raise ValueError(f"model {model.name!r} takes any size {(height, width)}: pass input_size=(H, W)")
         return int(height), int(width), channels
-    size = tuple(checks.positive_int("input_size H and W", v) for v in input_size)
-    if len(size) != 2:
-        raise ValueError(f"input_size must be (H, W); got {input_size!r}")
+    size = checks.size("input_size", input_size)
     for axis, fixed, wanted in (("H", height, size[0]), ("W", width, size[1])):
         if fixed is not None and fixed != wanted:
             raise ValueError(f"model {model.name!r} is built for {axis}={fixed}; got input_size {size}")
@@ -182,8 +186,8 @@ def convert(
     :data:`IO_TYPES`. Raises :class:`ConversionError` naming the ops a mode cannot convert;
     ``allow_select_ops`` then retries with TensorFlow Select ops, with a warning (module doc).
     """
-    _choice("mode", mode, MODES)
-    _choice("io_type", io_type, IO_TYPES)
+    checks.choice("mode", mode, MODES)
+    checks.choice("io_type", io_type, IO_TYPES)
     if mode != "int8" and io_type != "float32":
         raise ValueError(f"io_type {io_type!r} needs mode='int8' (only full-integer models take integer input); got mode {mode!r}")
     height, width, channels = _input_size(model, input_size)
@@ -239,8 +243,12 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, mode: str = "floa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -261,7 +269,7 @@ def representative_images(
     n_samples = checks.positive_int("n_samples", n_samples)
     if isinstance(image_ids, str) or not len(image_ids):
         raise ValueError(f"image_ids must be a non-empty sequence of ImageIds; got {image_ids!r}")
-    rng = np.random.default_rng(checks.seed(seed))
+    rng = np.random.default_rng(checks.seed("seed", seed))
     chosen = rng.choice(len(image_ids), size=min(n_samples, len(image_ids)), replace=False)
     transforms = augment.eval_transforms(resize_to=resize_to, pad_to=size)
     target = tuple(int(v) for v in size)
@@ -326,10 +334,16 @@ class TFLitePredictor:
             if not path.is_file():
                 raise FileNotFoundError(f"TFLite model not found: {path}")
             content, self.source = path.read_bytes(), str(path)
+        if content[4:8] != b"TFL3":
+            found = "not a TFLite file" if isinstance(model, (bytes, bytearray)) else models.describe_format(models.file_format(path))
+            raise ValueError(f"{self.source}: {found}, not a TFLite flatbuffer ('TFL3' at byte 4)")
         self.size_bytes = len(content)
         with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT (ai_edge_litert) will replace it
             warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated", category=UserWarning)
-            self._interpreter = tf.lite.Interpreter(model_content=content, num_threads=self.num_threads)
+            try:
+                self._interpreter = tf.lite.Interpreter(model_content=content, num_threads=self.num_threads)
+            except ValueError as err:  # the flatbuffer verifier: truncated or corrupt
+                raise ValueError(f"{self.source}: truncated or corrupt TFLite flatbuffer ({_first_line(err)})") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{self.source}: a model with one input and one output is needed; got {len(inputs)} and {len(outputs)}")
@@ -405,9 +419,7 @@ def latencies(function: Callable[[np.ndarray], Any], batch: np.ndarray, runs: in
     Report the median (robust to the noise of a shared machine); batch 1 gives the per-image latency.
     """
     runs = checks.positive_int("runs", runs)
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0; got {warmup!r}")
-    for _ in range(int(warmup)):
+    for _ in range(checks.integer("warmup", warmup, low=0)):
         function(batch)
     times = np.empty(runs)
     for i in range(runs):
@@ -418,35 +430,153 @@ def latencies(function: Callable[[np.ndarray], Any], batch: np.ndarray, runs: in
 
 
 # ------------------------------------------------------------------ trained Keras models
-def load_keras_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
-    """A trained model and its build settings (``{}`` when unknown) from what notebook 03 writes.
+_EXPECTED = (
+    "expected a folder with build.json + best.weights.h5 (or model.keras), a .weights.h5/.h5 file with build.json "
+    "beside it, or a .keras model file"
+)
+_TRUST = "pass trust_code=True (--trust-code) only if you trust its source"
+# What a .keras config may name (tf-keras imports any module a config names, even with safe_mode=True).
+_CLASS_MODULES = {
+    "keras.layers": keras.layers,
+    "keras.initializers": keras.initializers,
+    "keras.regularizers": keras.regularizers,
+    "keras.constraints": keras.constraints,
+}
+_MODEL_CLASSES = {
+    ("keras", "Sequential"), ("keras", "Model"), ("keras", "Functional"), ("keras.models", "Sequential"),
+    ("keras.models", "Model"), ("tf_keras.src.engine.functional", "Functional"),
+    ("tf_keras.src.engine.sequential", "Sequential"), ("tf_keras.src.engine.training", "Model"),
+    ("efficientnet.model", "FixedDropout"),  # segmentation-models' EfficientNet backbones
+}
+_REFUSED_LAYERS = {"TFSMLayer"}  # loads a SavedModel from a path the config gives
+_NOT_FUNCTIONS = {"get", "serialize", "deserialize"}  # Keras' lookup helpers, not activations
+
+
+def _allowed(module: str, class_name: Any, inner: Any) -> bool:
+    """Whether a ``{"module", "class_name", "config"}`` entry of a ``.keras`` config names only Keras' own objects."""
+    if class_name == "function":  # a function reference: Keras activations; "builtins" = Keras' built-in names
+        if not isinstance(inner, str) or inner in _NOT_FUNCTIONS:
+            return False
+        if module == "keras.activations":
+            return callable(getattr(keras.activations, inner, None))
+        return module == "builtins" and not hasattr(builtins, inner)
+    if class_name == "__typespec__":
+        return module.startswith("tensorflow.")
+    if (module, class_name) in _MODEL_CLASSES:
+        return True
+    namespace = _CLASS_MODULES.get(module)
+    return (namespace is not None and class_name not in _REFUSED_LAYERS
+            and isinstance(getattr(namespace, str(class_name), None), type))
+
+
+def _code_in_config(value: Any, top: bool = True) -> str | None:
+    """The first thing in a ``.keras`` config that would import or run Python outside Keras' layers, or None."""
+    if isinstance(value, list):
+        return next((found for item in value if (found := _code_in_config(item, False))), None)
+    if not isinstance(value, dict):
+        return None
+    class_name, inner, module = value.get("class_name"), value.get("config"), value.get("module")
+    if class_name == "__lambda__":
+        return "a Python lambda (bytecode)"
+    if class_name == "Lambda" and isinstance(inner, dict) and "lambda" in (inner.get("function_type"), inner.get("output_shape_type")):
+        return f"its Lambda layer {inner.get('name')!r} holds Python bytecode"
+    if isinstance(module, str) and class_name is not None and not _allowed(module, class_name, inner):
+        name = inner if class_name == "function" else value.get("spec_name", class_name)
+        return f"its config names {module + '.' + str(name)!r}, Python outside Keras' own layers"
+    items = (item for key, item in value.items() if not (top and key == "compile_config"))  # compile=False drops it
+    return next((found for item in items if (found := _code_in_config(item, False))), None)
+
+
+def _load_keras_file(path: Path, trust_code: bool) -> keras.Model:
+    """A ``.keras`` archive, checked to be one; with ``safe_mode`` and only Keras' own objects unless ``trust_code``."""
+    kind = models.file_format(path)
+    if kind != "zip":
+        hint = ": HDF5 full models can run code on load, use build.json + its weights" if kind == "hdf5" else ""
+        raise ValueError(f"{path}: {models.describe_format(kind)}, not a .keras model (a zip archive with config.json){hint}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, zlib.error, KeyError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: truncated or corrupt .keras model (a zip archive with config.json): {_first_line(err)}") from None
+    if not trust_code:
+        found = _code_in_config(config)
+        if found:
+            raise ValueError(f"{path}: refused: {found} that loading would run; {_TRUST}, or load it through build.json + weights")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not trust_code)
+    except Exception as err:  # tf-keras and h5py raise ValueError, TypeError, OSError, KeyError, ...
+        raise ValueError(f"{path}: cannot load this .keras model: {_first_line(err)}") from None
+
+
+def _build_settings(build_file: Path) -> dict:
+    settings = files.read_json(build_file)
+    if not isinstance(settings, dict):
+        raise ValueError(f"{build_file}: expected a JSON object of build settings; got a {type(settings).__name__}")
+    return settings
+
+
+def _rebuild(build_file: Path, weights: Path) -> tuple[keras.Model, dict]:
+    """The model ``build_file`` describes, with the weights of the HDF5 file ``weights`` (only weights are read)."""
+    models.check_hdf5(weights, "a Keras HDF5 weights file (.h5)")
+    settings = _build_settings(build_file)
+    build = models.build_segmenter if "arch" in settings else models.build_classifier
+    try:  # the trained weights replace the encoder's: no ImageNet file needed
+        settings["input_shape"] = tuple(settings.get("input_shape", (None, None, 1)))
+        model = build(**{**settings, "encoder_weights": None, "weights_dir": None})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{build_file}: cannot build the model from these settings: {_first_line(err)}") from None
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError, KeyError) as err:
+        raise ValueError(f"{weights}: does not fit the model built from {build_file}: {_first_line(err)}") from None
+    return model, settings
+
+
+def load_keras_model(path: str | os.PathLike, trust_code: bool = False) -> tuple[keras.Model, dict]:
+    """A trained model and its build settings (``{}`` when unknown) from what notebook 03 writes; never runs file code.
 
     ``path``: a folder with ``build.json`` + ``best.weights.h5`` (rebuilt with
     :func:`helpers.models.build_segmenter`, or :func:`~helpers.models.build_classifier` when the
-    settings name no ``arch``) or else ``model.keras``; a ``.weights.h5`` file with ``build.json``
-    beside it; or a saved model file (``.keras``/``.h5``, loaded without compiling).
+    settings name no ``arch``) or else ``model.keras``; an ``.h5`` file (``.weights.h5`` or a full
+    model: only its weights are read) with ``build.json`` beside it; or a ``.keras`` model file
+    (no compiling, tf-keras ``safe_mode``, and only Keras' own layers and functions).
+
+    Loading never executes code from the file: a ``.keras`` file with a ``Lambda`` (bytecode) or
+    naming other Python, and an HDF5 full model without ``build.json``, are refused. With
+    ``trust_code=True`` they load and *their code runs*: only for files you trust. A file whose
+    bytes do not match its suffix, or that is truncated or corrupt, is a one-line ``ValueError``
+    naming it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
-    folder = path if path.is_dir() else path.parent
-    weights = folder / "best.weights.h5" if path.is_dir() else path
-    build_file = folder / "build.json"
-    if (path.is_dir() or path.name.endswith(".weights.h5")) and build_file.is_file() and weights.is_file():
-        settings = json.loads(build_file.read_text())
-        settings["input_shape"] = tuple(settings.get("input_shape", (None, None, 1)))
-        build = models.build_segmenter if "arch" in settings else models.build_classifier
-        model = build(**settings)
-        model.load_weights(weights)
-        return model, settings
-    saved = folder / "model.keras" if path.is_dir() else path
-    if saved.suffix not in (".keras", ".h5") or saved.name.endswith(".weights.h5") or not saved.is_file():
-        raise ValueError(
-            f"{path}: expected a folder with build.json + best.weights.h5 (or model.keras), a .weights.h5 file with "
-            "build.json beside it, or a .keras/.h5 model file"
-        )
-    settings = json.loads(build_file.read_text()) if build_file.is_file() else {}
-    return keras.models.load_model(saved, compile=False), settings
+    if path.is_dir():
+        build_file = path / "build.json"
+        if build_file.is_file() and (path / "best.weights.h5").is_file():
+            return _rebuild(build_file, path / "best.weights.h5")
+        if not (path / "model.keras").is_file():
+            raise ValueError(f"{path}: {_EXPECTED}")
+        model = _load_keras_file(path / "model.keras", trust_code)
+        return model, _build_settings(build_file) if build_file.is_file() else {}
+    build_file = path.parent / "build.json"
+    if path.suffix == ".h5":
+        models.check_hdf5(path, "a Keras HDF5 model or weights file (.h5)")
+        if build_file.is_file():
+            return _rebuild(build_file, path)
+        if path.name.endswith(".weights.h5"):
+            raise ValueError(f"{path}: a weights file needs the build.json of its model beside it; {_EXPECTED}")
+        if not trust_code:
+            raise ValueError(
+                f"{path}: refused: an HDF5 full-model file can run code on load (tf-keras has no safe mode for HDF5); "
+                f"put the build.json of its model beside it to read only its weights, or {_TRUST}"
+            )
+        try:
+            return keras.models.load_model(path, compile=False), {}
+        except Exception as err:  # tf-keras and h5py raise ValueError, TypeError, OSError, KeyError, ...
+            raise ValueError(f"{path}: cannot load this HDF5 model: {_first_line(err)}") from None
+    if path.suffix == ".keras":
+        return _load_keras_file(path, trust_code), _build_settings(build_file) if build_file.is_file() else {}
+    raise ValueError(f"{path}: {_EXPECTED}")
 
 
 # ------------------------------------------------------------------ ONNX (optional)
@@ -475,7 +605,7 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, input_size: Sequenc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=models.INPUT_NAME)]
-    tf2onnx.convert.from_function(serve, input_signature=signature, opset=int(opset), output_path=str(path))
+    tf2onnx.convert.from_function(serve, input_signature=signature, opset=checks.positive_int("opset", opset), output_path=str(path))
     return path
 
 

@@ -29,7 +29,9 @@ ImageNet weights (``encoder_weights="imagenet"``)
     then ``$DEFECT_WEIGHTS_DIR``, then the Keras cache (``$KERAS_HOME/models``, default
     ``~/.keras/models``), its checksum verified and its weights loaded by layer name (strictly:
     every layer must match). ``encoder_weights`` may also be the path of an ``.h5`` weights file:
-    official-format (3-channel) or written by :func:`save_encoder_weights`.
+    official-format (3-channel) or written by :func:`save_encoder_weights`. Weight files are read
+    as data only (h5py); one that is not HDF5, truncated or corrupt is a one-line ``ValueError``
+    naming it (:func:`check_hdf5`).
 
 Encoder
     The encoder of a model is the set of layers from the input up to the backbone's feature
@@ -84,12 +86,15 @@ __all__ = [
     "build_backbone",
     "build_classifier",
     "build_segmenter",
+    "check_hdf5",
     "copy_encoder_weights",
     "count_parameters",
+    "describe_format",
     "encoder_end_layers",
     "encoder_layers",
     "encoder_model",
     "file_checksum",
+    "file_format",
     "find_weights_file",
     "fold_to_grey",
     "input_stem_weights",
@@ -433,20 +438,76 @@ def _layer_weights(layer: keras.layers.Layer) -> list[tuple[str, np.ndarray]]:
     return [(_short(w.name), value) for w, value in zip(layer.weights, layer.get_weights())]
 
 
+_SIGNATURES = {"hdf5": b"\x89HDF\r\n\x1a\n", "zip": b"PK\x03\x04"}
+_FORMAT_NAMES = {"hdf5": "an HDF5 file", "zip": "a zip archive", "tflite": "a TFLite flatbuffer", "empty": "an empty file"}
+
+
+def file_format(path: str | os.PathLike) -> str | None:
+    """What a file's first bytes say it is: ``"hdf5"``, ``"zip"`` (``.keras``), ``"tflite"``, ``"empty"`` or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if not head:
+            return "empty"
+        if head[4:8] == b"TFL3":
+            return "tflite"
+        if head.startswith(_SIGNATURES["zip"]):
+            return "zip"
+        offset = 0
+        while len(head) == 8:  # HDF5 may sit after a user block of 512, 1024, 2048, ... bytes
+            if head == _SIGNATURES["hdf5"]:
+                return "hdf5"
+            offset = 512 if offset == 0 else offset * 2
+            handle.seek(offset)
+            head = handle.read(8)
+    return None
+
+
+def describe_format(kind: str | None) -> str:
+    """``"an HDF5 file"``, ``"a zip archive"``, ... for a :func:`file_format` result."""
+    return _FORMAT_NAMES.get(kind, "unrecognised bytes")
+
+
+def check_hdf5(path: str | os.PathLike, expected: str = "a Keras .h5 weights file") -> Path:
+    """``path`` if it is a complete HDF5 file, else a one-line ``ValueError`` naming it and ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; expected {expected}")
+    kind = file_format(path)
+    if kind != "hdf5":
+        raise ValueError(f"{path}: not an HDF5 file ({describe_format(kind)}); expected {expected}")
+    try:
+        h5py.File(path, "r").close()
+    except OSError as err:  # h5py reports truncation on open: the superblock records the file's length
+        raise ValueError(f"{path}: truncated or corrupt HDF5 file ({_one_line(err)}); expected {expected}") from None
+    return path
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
 def _read_h5_weights(path: str | os.PathLike) -> tuple[dict[str, list[tuple[str, np.ndarray]]], dict[str, str]]:
-    """Layer name -> ``[(weight name, array)]`` (layers with weights only) and the string attributes of a Keras ``.h5`` file."""
-    with h5py.File(path, "r") as handle:
-        group = handle["model_weights"] if "model_weights" in handle else handle
-        if "layer_names" not in group.attrs:
-            raise ValueError(f"{path} is not a Keras weights file (no 'layer_names' attribute)")
-        weights = {}
-        for raw in group.attrs["layer_names"]:
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
-            layer_group = group[name]
-            names = [w.decode() if isinstance(w, bytes) else str(w) for w in layer_group.attrs.get("weight_names", [])]
-            if names:
-                weights[name] = [(_short(w), np.asarray(layer_group[w])) for w in names]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in handle.attrs.items() if k != "layer_names"}
+    """Layer name -> ``[(weight name, array)]`` (layers with weights only) and the string attributes of a Keras ``.h5`` file.
+
+    A file that is not HDF5, truncated or corrupt is a one-line ``ValueError`` naming it.
+    """
+    path = check_hdf5(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            if "layer_names" not in group.attrs:
+                raise ValueError(f"{path} is not a Keras weights file (no 'layer_names' attribute)")
+            weights = {}
+            for raw in group.attrs["layer_names"]:
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                layer_group = group[name]
+                names = [w.decode() if isinstance(w, bytes) else str(w) for w in layer_group.attrs.get("weight_names", [])]
+                if names:
+                    weights[name] = [(_short(w), np.asarray(layer_group[w])) for w in names]
+            attrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in handle.attrs.items() if k != "layer_names"}
+    except (OSError, KeyError) as err:  # a damaged object inside a file that opened
+        raise ValueError(f"{path}: truncated or corrupt HDF5 file ({_one_line(err)}); expected a Keras .h5 weights file") from None
     return weights, attrs
 
 
@@ -619,14 +680,15 @@ def build_backbone(
         weights_path = Path(encoder_weights)
         if not weights_path.is_file():
             raise FileNotFoundError(f"encoder_weights file not found: {weights_path} (expected None, 'imagenet' or an .h5 path)")
+    if weights_path is not None:  # read before building: a damaged file fails fast
+        weights, attrs = _read_h5_weights(weights_path)
+        if attrs.get("backbone", backbone) != backbone:
+            raise ValueError(f"{weights_path} holds {attrs['backbone']} weights, not {backbone}")
     rgb = sm.Backbones.get_backbone(
         backbone, input_shape=(height, width, 3), weights=None, include_top=False, **options, **_submodules()
     )
     model = _with_input_stem(rgb, backbone, channels)
     if weights_path is not None:
-        weights, attrs = _read_h5_weights(weights_path)
-        if attrs.get("backbone", backbone) != backbone:
-            raise ValueError(f"{weights_path} holds {attrs['backbone']} weights, not {backbone}")
         _assign(model.layers, weights, str(weights_path), optional=[STEM_NAME])
     return model
 
@@ -940,6 +1002,8 @@ def load_encoder_weights(model: keras.Model, path: str | os.PathLike, backbone: 
     no ``input_stem``: the model's own is kept); extra layers in the file are an error unless the
     model holds only part of the encoder (pspnet). Returns the number of layers set.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {path}")
     weights, attrs = _read_h5_weights(path)
     if attrs.get("backbone", backbone) != backbone:
         raise ValueError(f"{path} holds {attrs['backbone']} encoder weights, not {backbone}")

@@ -1,25 +1,29 @@
 """Predict a folder of images with a ``.tflite`` or Keras model: Kaggle ``submission.csv`` + overlay PNGs.
 
     python -m helpers.predict MODEL IMAGES_DIR OUT_DIR [--threshold 0.5 [...]] [--min-area 0 [...]]
-                              [--batch-size 1] [--threads 2] [--no-overlays]
+                              [--batch-size 1] [--threads 2] [--no-overlays] [--trust-code]
     defects-predict ...                      # the same, as installed by pip
 
 ``MODEL``: a ``.tflite`` file (:func:`helpers.export.convert`), or a Keras model as notebook 03
 writes it (``models/<name>/`` with ``build.json`` + ``best.weights.h5``, or a ``.keras`` file; see
-:func:`helpers.export.load_keras_model`). Every image of ``IMAGES_DIR`` (sorted by name) is read
-as grey levels, zero-padded at the bottom/right to the model's input size (a ``.tflite`` model or
+:func:`helpers.export.load_keras_model`: model files holding code, such as a ``Lambda`` layer,
+are refused unless ``--trust-code``, which runs that code). Every image of ``IMAGES_DIR`` (sorted
+by name) is read as grey levels, zero-padded at the bottom/right to the model's input size (a ``.tflite`` model or
 PSPNet: the size it was converted/built at; other Keras models: the next multiple of 32), predicted,
 cropped back, thresholded per class with small components removed
 (:func:`helpers.postprocess.apply`). ``OUT_DIR`` gets ``submission.csv`` (every ImageId x ClassId,
-:func:`helpers.severstal.write_submission`) and ``overlays/<image stem>.png``
-(:func:`helpers.viz.overlay`).
+:func:`helpers.severstal.write_submission`; ImageId = the file name, as in Kaggle's) and
+``overlays/<ImageId>.png`` (:func:`helpers.viz.overlay`; ``a.jpg`` and ``a.png`` -> ``a.jpg.png``
+and ``a.png.png``). Outputs appear only once every image is predicted: a failure leaves none.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +50,7 @@ class KerasPredictor:
     def __init__(self, model: keras.Model, multiple: int = 32):
         height, width = model.inputs[0].shape[1:3]
         self.model = model
-        self.multiple = int(multiple)
+        self.multiple = checks.positive_int("multiple", multiple)
         self.input_size = (int(height), int(width)) if height is not None and width is not None else None
 
     def predict(self, images: np.ndarray, batch_size: int = 1, progress: bool = False) -> np.ndarray:
@@ -54,12 +58,17 @@ class KerasPredictor:
         return np.asarray(self.model.predict(images, batch_size=batch_size, verbose=int(progress)), dtype=np.float32)
 
 
-def load_predictor(path: str | os.PathLike, num_threads: int = 2) -> export.TFLitePredictor | KerasPredictor:
-    """:class:`helpers.export.TFLitePredictor` for a ``.tflite`` file, else a :class:`KerasPredictor`."""
+def load_predictor(
+    path: str | os.PathLike, num_threads: int = 2, trust_code: bool = False
+) -> export.TFLitePredictor | KerasPredictor:
+    """:class:`helpers.export.TFLitePredictor` for a ``.tflite`` file, else a :class:`KerasPredictor`.
+
+    Keras models load with :func:`helpers.export.load_keras_model` (``trust_code`` as there).
+    """
     path = Path(path)
     if path.suffix == ".tflite":
         return export.TFLitePredictor(path, num_threads=num_threads)
-    model, settings = export.load_keras_model(path)
+    model, settings = export.load_keras_model(path, trust_code=trust_code)
     multiple = models.size_multiple(settings["arch"], settings.get("downsample_factor", 8)) if "arch" in settings else 32
     return KerasPredictor(model, multiple)
 
@@ -77,11 +86,29 @@ def _target_size(predictor, shapes: list[tuple[int, int]], names: list[str]) -> 
     return predictor.input_size
 
 
-def _per_class(name: str, values: float | Sequence[float], n_classes: int) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if array.ndim != 1 or len(array) not in (1, n_classes):
+def _values(name: str, values: float | Sequence[float], check) -> list:
+    """``values`` (one, or a sequence) as a list, each passed through ``check(name, value)``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
+        values = [values]
+    if not len(values):
+        raise ValueError(f"{name} needs 1 value or one per class; got {values!r}")
+    return [check(name, value) for value in values]
+
+
+def _per_class(name: str, values: list, n_classes: int) -> np.ndarray:
+    if len(values) not in (1, n_classes):
         raise ValueError(f"{name} needs 1 value or one per class ({n_classes}); got {values!r}")
-    return np.broadcast_to(array, (n_classes,))
+    return np.broadcast_to(np.asarray(values), (n_classes,))
+
+
+def _image_ids(paths: list[Path]) -> list[str]:
+    """The ImageId (file name) of each path; a repeated one is an error naming it."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen:
+            raise ValueError(f"ImageId {path.name!r} appears twice ({seen[path.name]} and {path}): each image needs its own")
+        seen[path.name] = path
+    return list(seen)
 
 
 def predict_folder(
@@ -94,38 +121,58 @@ def predict_folder(
     num_threads: int = 2,
     overlays: bool = True,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> pd.DataFrame:
-    """Predict every image of ``images_dir``; write ``out_dir/submission.csv`` (+ ``overlays/*.png``).
+    """Predict every image of ``images_dir``; write ``out_dir/submission.csv`` (+ ``overlays/<ImageId>.png``).
 
-    Returns the wide table written (index ImageId = file name, one RLE column per class). ``thresholds`` /
-    ``min_areas``: one value or one per class.
+    Returns the wide table written (index ImageId = file name, one RLE column per class). ``thresholds``
+    (in [0, 1]) / ``min_areas`` (pixels): one value or one per class. ``trust_code``: see
+    :func:`load_predictor`. Nothing is written unless every image is predicted.
     """
     batch_size = checks.positive_int("batch_size", batch_size)
+    num_threads = checks.positive_int("num_threads", num_threads)
+    thresholds = _values("thresholds", thresholds, lambda name, v: checks.number(name, v, 0.0, 1.0))
+    min_areas = _values("min_areas", min_areas, lambda name, v: checks.integer(name, v, low=0))
     paths = files.list_images(images_dir)
     if not paths:
         raise ValueError(f"no images ({', '.join(files.IMAGE_SUFFIXES)}) in {images_dir}")
-    predictor = load_predictor(model, num_threads=num_threads)
+    image_ids = _image_ids(paths)
+    predictor = load_predictor(model, num_threads=num_threads, trust_code=trust_code)
     out_dir = Path(out_dir)
-    rows: dict[str, list[str]] = {}
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not progress):
-        chunk = paths[start:start + batch_size]
-        images = [files.read_grey(p) for p in chunk]
-        height, width = _target_size(predictor, [im.shape for im in images], [p.name for p in chunk])
-        batch = np.stack([np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]))) for im in images])
-        probs = predictor.predict(batch[..., None].astype(np.float32), batch_size=len(batch))
-        if probs.ndim != 4:
-            raise ValueError(f"{model} outputs shape {probs.shape}, not (N, H, W, classes) masks: use a segmentation model")
-        n_classes = probs.shape[-1]
-        class_thresholds = _per_class("thresholds", thresholds, n_classes)
-        class_areas = _per_class("min_areas", min_areas, n_classes).astype(int)
-        for path, image, prob in zip(chunk, images, probs):
-            masks = postprocess.apply(prob[: image.shape[0], : image.shape[1]], class_thresholds, class_areas)
-            rows[path.name] = severstal.encode_masks(masks)
-            if overlays:
-                files.write_image(out_dir / OVERLAYS_DIR / f"{path.stem}.png", viz.overlay(image, masks))
-    wide = pd.DataFrame.from_dict(rows, orient="index", columns=list(range(1, n_classes + 1))).astype(str)
-    wide.index.name = "ImageId"
-    severstal.write_submission(wide, out_dir / SUBMISSION_NAME)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{OVERLAYS_DIR}.", dir=out_dir))  # overlays wait here until all succeed
+    try:
+        rows: dict[str, list[str]] = {}
+        for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not progress):
+            chunk, ids = paths[start:start + batch_size], image_ids[start:start + batch_size]
+            images = [files.read_grey(p) for p in chunk]
+            height, width = _target_size(predictor, [im.shape for im in images], ids)
+            batch = np.stack([np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]))) for im in images])
+            probs = predictor.predict(batch[..., None].astype(np.float32), batch_size=len(batch))
+            if probs.ndim != 4:
+                raise ValueError(f"{model} outputs shape {probs.shape}, not (N, H, W, classes) masks: use a segmentation model")
+            n_classes = probs.shape[-1]
+            class_thresholds = _per_class("thresholds", thresholds, n_classes)
+            class_areas = _per_class("min_areas", min_areas, n_classes)
+            for image_id, image, prob in zip(ids, images, probs):
+                masks = postprocess.apply(prob[: image.shape[0], : image.shape[1]], class_thresholds, class_areas)
+                rows[image_id] = severstal.encode_masks(masks)
+                if overlays:
+                    files.write_image(staging / f"{image_id}.png", viz.overlay(image, masks))
+        wide = pd.DataFrame.from_dict(rows, orient="index", columns=list(range(1, n_classes + 1))).astype(str)
+        wide.index.name = "ImageId"
+        severstal.write_submission(wide, out_dir / SUBMISSION_NAME)
+        if overlays:
+            (out_dir / OVERLAYS_DIR).mkdir(exist_ok=True)
+            for image_id in image_ids:
+                os.replace(staging / f"{image_id}.png", out_dir / OVERLAYS_DIR / f"{image_id}.png")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     return wide
 
 
@@ -142,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
     parser.add_argument("--no-overlays", action="store_true", help="write submission.csv only")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="load .keras/.h5 model files even when they hold Python code (a Lambda layer): that code runs")
     return parser
 
 
@@ -152,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wide = predict_folder(
             args.model, args.images_dir, args.out_dir, thresholds=args.threshold, min_areas=args.min_area,
-            batch_size=args.batch_size, num_threads=args.threads, overlays=not args.no_overlays,
+            batch_size=args.batch_size, num_threads=args.threads, overlays=not args.no_overlays, trust_code=args.trust_code,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

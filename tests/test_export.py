@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -177,15 +178,15 @@ def test_export_tflite_writes_a_file_the_predictor_reads(tiny, images, tmp_path)
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"mode": "int4"}, r"mode must be one of float32, dynamic_range, float16, int8; got 'int4'"),
-        ({"mode": "int8", "io_type": "int16"}, r"io_type must be one of float32, int8, uint8"),
+        ({"mode": "int4"}, r"mode must be one of \['float32', 'dynamic_range', 'float16', 'int8'\], got 'int4'"),
+        ({"mode": "int8", "io_type": "int16"}, r"io_type must be one of \['float32', 'int8', 'uint8'\], got 'int16'"),
         ({"mode": "float16", "io_type": "uint8"}, r"io_type 'uint8' needs mode='int8'"),
         ({"mode": "int8"}, r"needs representative images"),
         ({"mode": "int8", "representative": np.zeros((2, 16, 16, 1))}, r"representative must be \(N, 32, 48, 1\)"),
         ({"mode": "float32", "representative": np.zeros((2, 32, 48, 1))}, r"used by mode='int8' only"),
         ({"mode": "float32", "input_size": None}, r"pass input_size=\(H, W\)"),
-        ({"mode": "float32", "input_size": (32,)}, r"input_size must be \(H, W\)"),
-        ({"mode": "float32", "input_size": (0, 48)}, r"input_size H and W must be an integer >= 1"),
+        ({"mode": "float32", "input_size": (32,)}, r"input_size must be \(height, width\), two integers >= 1, got \(32,\)"),
+        ({"mode": "float32", "input_size": (0, 48)}, r"input_size must be \(height, width\), two integers >= 1, got \(0, 48\)"),
     ],
 )
 def test_convert_rejects_bad_arguments(tiny, kwargs, message):
@@ -305,9 +306,12 @@ def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
     model.save_weights(run_dir / "best.weights.h5")
     (run_dir / "build.json").write_text(json.dumps(settings))
     model.save(run_dir / "model.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(run_dir / "model.h5")  # a full HDF5 model beside build.json: only its weights are read
     images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 1)).astype("float32")
     expected = model(images).numpy()
-    for path in (run_dir, run_dir / "best.weights.h5", run_dir / "model.keras"):
+    for path in (run_dir, run_dir / "best.weights.h5", run_dir / "model.keras", run_dir / "model.h5"):
         loaded, loaded_settings = export.load_keras_model(path)
         np.testing.assert_allclose(loaded(images).numpy(), expected, atol=1e-6)
         assert loaded_settings["arch"] == "unet"
@@ -318,6 +322,165 @@ def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
         export.load_keras_model(tmp_path / "nothing")
     with pytest.raises(ValueError, match="expected a folder with build.json"):
         export.load_keras_model(tmp_path)
+
+
+# ------------------------------------------------------------------ hostile model files
+def _code_running_model(marker) -> keras.Model:
+    """A tiny model whose Lambda layer creates the file ``marker`` each time it is called (also when rebuilt on load)."""
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t, marker=str(marker): (open(marker, "w").close(), t)[1], name="side_effect")(x)
+    return keras.Model(inputs, keras.layers.Activation("sigmoid")(x), name="hostile")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """``m.h5`` and ``m.keras`` of a model whose Lambda writes ``marker``, and ``renamed.keras`` = the HDF5 bytes."""
+    folder = tmp_path_factory.mktemp("hostile")
+    marker = folder / "marker"
+    model = _code_running_model(marker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # HDF5 is a legacy format
+        model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    (folder / "renamed.keras").write_bytes((folder / "m.h5").read_bytes())
+    marker.unlink()  # building the model called the Lambda once
+    return folder, marker
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("m.h5", r"m\.h5: refused: an HDF5 full-model file .*can run code.*trust_code=True"),
+        ("m.keras", r"m\.keras: refused: .*Lambda.*trust_code=True"),
+        ("renamed.keras", r"renamed\.keras: an HDF5 file, not a \.keras model \(a zip archive.*build\.json"),
+    ],
+)
+def test_model_files_that_would_run_code_are_refused_and_nothing_runs(hostile, name, message):
+    folder, marker = hostile
+    with pytest.raises(ValueError, match=message) as caught:
+        export.load_keras_model(folder / name)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_trust_code_is_the_only_way_to_load_a_model_with_code(hostile, tmp_path):
+    folder, marker = hostile
+    images = np.full((1, 32, 32, 1), 100, np.float32)
+    for name in ("m.keras", "m.h5"):
+        model, settings = export.load_keras_model(folder / name, trust_code=True)  # the documented risk: its code runs
+        assert settings == {} and model(images).shape == (1, 32, 32, 2)
+        assert marker.exists()
+        marker.unlink()
+    with pytest.raises(ValueError, match=r"an HDF5 file, not a \.keras model"):  # bytes that lie about the suffix: never
+        export.load_keras_model(folder / "renamed.keras", trust_code=True)
+    assert not marker.exists()
+
+
+def _tamper(source, target, change) -> None:
+    """Copy the ``.keras`` zip ``source`` to ``target`` with its ``config.json`` passed through ``change``."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as out:
+        for item in original.infolist():
+            content = original.read(item)
+            if item.filename == "config.json":
+                content = json.dumps(change(json.loads(content))).encode()
+            out.writestr(item, content)
+
+
+@pytest.mark.parametrize(
+    "function, named",
+    [
+        ({"class_name": "function", "module": "builtins", "config": "print", "registered_name": "function"}, r"'builtins\.print'"),
+        ({"class_name": "function", "module": "os", "config": "system", "registered_name": "system"}, r"'os\.system'"),
+        ({"class_name": "function", "module": "keras.activations", "config": "deserialize", "registered_name": None},
+         r"'keras\.activations\.deserialize'"),  # Keras' lookup helpers are not activations
+    ],
+)
+def test_keras_files_naming_python_outside_keras_are_refused(hostile, tiny, tmp_path, capsys, function, named):
+    """tf-keras' safe_mode stops Lambda bytecode only: it imports and calls any function a config names (here on load)."""
+
+    def call_it(config):
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda")
+        layer["config"].update(function=function, function_type="function", module=function["module"],
+                               arguments={"end": " <- called while loading\n"} if function["config"] == "print" else {})
+        return config
+
+    _tamper(hostile[0] / "m.keras", tmp_path / "tampered.keras", call_it)
+    with pytest.raises(ValueError, match=rf"tampered\.keras: refused: its config names {named}.*trust_code=True"):
+        export.load_keras_model(tmp_path / "tampered.keras")
+    assert "called while loading" not in capsys.readouterr().out
+    tiny.save(tmp_path / "tiny.keras")
+    model, _ = export.load_keras_model(tmp_path / "tiny.keras")  # Keras' own layers load
+    np.testing.assert_allclose(model(np.ones((1, *SIZE, 1))).numpy(), tiny(np.ones((1, *SIZE, 1))).numpy(), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def saved_files(tmp_path_factory, tiny):
+    """The tiny model as ``tiny.h5`` (full model), ``tiny.weights.h5``, ``tiny.keras`` and ``tiny.tflite``."""
+    folder = tmp_path_factory.mktemp("saved")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tiny.save(folder / "tiny.h5")
+    tiny.save_weights(folder / "tiny.weights.h5")
+    tiny.save(folder / "tiny.keras")
+    export.export_tflite(tiny, folder / "tiny.tflite", input_size=SIZE)
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+@pytest.mark.parametrize(
+    "suffix, expected",
+    [
+        (".h5", r"HDF5"),
+        (".weights.h5", r"HDF5"),
+        (".keras", r"\.keras model \(a zip archive"),
+        (".tflite", r"TFLite flatbuffer"),
+    ],
+)
+def test_garbage_or_truncated_model_files_give_one_line_naming_the_file(saved_files, tmp_path, suffix, expected, damage):
+    content = (saved_files / f"tiny{suffix}").read_bytes()
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes({"garbage": b"this is not a model\n" * 10, "truncated": content[: len(content) // 2], "empty": b""}[damage])
+    (tmp_path / "build.json").write_text(json.dumps(dict(backbone="mobilenet", alpha=0.25)))  # beside it: not what fails
+    with pytest.raises(ValueError, match=expected) as caught:
+        if suffix == ".tflite":
+            export.TFLitePredictor(path)
+        else:
+            export.load_keras_model(path, trust_code=True)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and "\n" not in message, message
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """``build.json`` + ``best.weights.h5`` of a small U-Net as notebook 03 writes them."""
+    keras.utils.set_random_seed(0)
+    settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
+                    decoder_filters=[16, 16, 8, 8, 8])
+    folder = tmp_path_factory.mktemp("run")
+    models.build_segmenter(**settings).save_weights(folder / "best.weights.h5")
+    (folder / "build.json").write_text(json.dumps(settings))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("best.weights.h5", "half", r"best\.weights\.h5: truncated or corrupt HDF5 file"),
+        ("build.json", '{"arch": "unet", "backbone"', r"build\.json line 1: not valid JSON"),
+        ("build.json", "[1, 2]", r"build\.json: expected a JSON object of build settings"),
+        ("build.json", '{"arch": "unet", "backbone": "mobilenet", "colour": true}', r"build\.json: cannot build.*colour"),
+    ],
+)
+def test_damaged_run_folders_name_the_file(run_dir, tmp_path, file, content, message):
+    for name in ("best.weights.h5", "build.json"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    if content == "half":
+        content = (run_dir / file).read_bytes()[:5000]
+    (tmp_path / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message) as caught:
+        export.load_keras_model(tmp_path)
+    assert "\n" not in str(caught.value)
 
 
 def test_onnx_export_says_what_to_install_when_tf2onnx_is_missing(tiny, tmp_path, monkeypatch):

@@ -385,6 +385,37 @@ def test_encoder_weights_path_must_exist(tmp_path):
         models.build_classifier("resnet18", SHAPE, encoder_weights=tmp_path / "nothing.h5")
 
 
+def _broken_weights_file(folder: Path, damage: str) -> Path:
+    """An ``.h5`` encoder weights file: ``garbage`` bytes, ``truncated`` half of a real one, ``empty`` or a ``zip``."""
+    path = folder / f"{damage}.h5"
+    if damage == "truncated":
+        with h5py.File(path, "w") as handle:
+            handle.attrs["layer_names"] = [b"conv"]
+            group = handle.create_group("conv")
+            group.attrs["weight_names"] = [b"conv/kernel:0"]
+            group.create_dataset("conv/kernel:0", data=np.zeros((3, 3, 1, 64), np.float32))
+        path.write_bytes(path.read_bytes()[:3000])
+    else:
+        path.write_bytes({"garbage": b"not weights\n" * 50, "empty": b"", "zip": b"PK\x03\x04" + bytes(100)}[damage])
+    return path
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "zip"])
+def test_broken_encoder_weights_files_give_one_line_naming_the_file(tmp_path, damage):
+    path = _broken_weights_file(tmp_path, damage)
+    expected = r"truncated or corrupt HDF5 file" if damage == "truncated" else r"not an HDF5 file"
+    tiny = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1)])
+    for load in (
+        lambda: models.build_classifier("resnet18", SHAPE, encoder_weights=path),
+        lambda: models.load_encoder_weights(tiny, path, "resnet18"),
+    ):
+        with pytest.raises(ValueError, match=rf"{damage}\.h5: {expected}.*expected a Keras \.h5 weights file") as caught:
+            load()
+        assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+    with pytest.raises(FileNotFoundError, match="nothing.h5"):
+        models.load_encoder_weights(tiny, tmp_path / "nothing.h5", "resnet18")
+
+
 # ------------------------------------------------------------------ moving encoder weights
 @pytest.fixture(scope="module")
 def classifier() -> keras.Model:

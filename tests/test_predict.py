@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def _check_outputs(out_dir: Path, images_dir: Path) -> pd.DataFrame:
         for class_id in (1, 2):
             encoded = submission.query(f"ImageId == '{name}' and ClassId == '{class_id}'")["EncodedPixels"].item()
             np.testing.assert_array_equal(rle.decode(encoded, image.shape), expected[..., class_id - 1])
-        overlay = files.read_grey(out_dir / "overlays" / f"{Path(name).stem}.png")
+        overlay = files.read_grey(out_dir / "overlays" / f"{name}.png")  # the full file name: a.jpg and a.png differ
         assert overlay.shape == image.shape
     return submission
 
@@ -119,16 +120,88 @@ def test_thresholds_and_minimum_areas_apply_per_class(tflite_model, images_dir, 
         ("big_image", r"image big\.png is 80x96, larger than the model input 64x96"),
         ("no_images", r"no images"),
         ("three_thresholds", r"thresholds needs 1 value or one per class \(2\)"),
+        ("threshold_above_1", r"thresholds must be .*>= 0.0 and <= 1.0, got 1.5"),
+        ("fractional_area", r"min_areas must be an integer >= 0, got 2.5"),
+        ("negative_area", r"min_areas must be an integer >= 0, got -1"),
+        ("zero_threads", r"num_threads must be an integer >= 1, got 0"),
     ],
 )
 def test_problems_are_reported_clearly(tflite_model, tmp_path, setup, message):
     folder = tmp_path / "images"
     folder.mkdir()
-    thresholds = [0.5, 0.5, 0.5] if setup == "three_thresholds" else 0.5
+    options = {
+        "three_thresholds": dict(thresholds=[0.5, 0.5, 0.5]), "threshold_above_1": dict(thresholds=[0.5, 1.5]),
+        "fractional_area": dict(min_areas=2.5), "negative_area": dict(min_areas=[0, -1]), "zero_threads": dict(num_threads=0),
+    }.get(setup, {})
     if setup != "no_images":
         files.write_image(folder / "big.png", np.zeros((80 if setup == "big_image" else 64, 96), np.uint8))
     with pytest.raises(ValueError, match=message):
-        predict.predict_folder(tflite_model, folder, tmp_path / "out", thresholds=thresholds, progress=False)
+        predict.predict_folder(tflite_model, folder, tmp_path / "out", progress=False, **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_jpg_and_a_png_of_one_stem_get_their_own_overlays(tflite_model, tmp_path):
+    folder = tmp_path / "images"
+    bright, dark = np.full((40, 60), 250, np.uint8), np.full((30, 50), 10, np.uint8)
+    files.write_image(folder / "a.png", bright)
+    files.write_image(folder / "a.jpg", dark, quality=100)
+    wide = predict.predict_folder(tflite_model, folder, tmp_path / "out", progress=False)
+    assert sorted(wide.index) == ["a.jpg", "a.png"]  # ImageId = the file name, as in Kaggle's submissions
+    assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == ["a.jpg.png", "a.png.png"]
+    assert files.read_grey(tmp_path / "out" / "overlays" / "a.png.png").shape == bright.shape
+    assert files.read_grey(tmp_path / "out" / "overlays" / "a.jpg.png").shape == dark.shape
+
+
+def test_a_duplicate_image_id_is_an_error_naming_it(tflite_model, images_dir, tmp_path, monkeypatch):
+    paths = files.list_images(images_dir)
+    monkeypatch.setattr(predict.files, "list_images", lambda folder: [*paths, paths[0]])
+    with pytest.raises(ValueError, match=r"ImageId 'strip_0\.png' appears twice"):
+        predict.predict_folder(tflite_model, images_dir, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_half_way_leaves_no_outputs_behind(tflite_model, tmp_path):
+    folder = tmp_path / "images"
+    files.write_image(folder / "a.png", np.zeros((64, 96), np.uint8))
+    (folder / "b.png").write_bytes(b"not a png")
+    out_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"cannot read image .*b\.png"):
+        predict.predict_folder(tflite_model, folder, out_dir, progress=False)
+    assert not out_dir.exists() or not any(out_dir.rglob("*")), sorted(out_dir.rglob("*"))
+
+
+def _code_running_model(marker) -> keras.Model:
+    """A tiny segmenter whose Lambda layer creates the file ``marker`` each time it is called (also when rebuilt on load)."""
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Conv2D(2, 1, activation="sigmoid", name="head")(inputs)
+    x = keras.layers.Lambda(lambda t, marker=str(marker): (open(marker, "w").close(), t)[1], name="side_effect")(x)
+    return keras.Model(inputs, x, name="hostile")
+
+
+def test_model_files_that_would_run_code_are_refused(images_dir, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    model = _code_running_model(marker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # HDF5 is a legacy format
+        model.save(tmp_path / "m.h5")
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "renamed.keras").write_bytes((tmp_path / "m.h5").read_bytes())
+    marker.unlink()
+    for name in ("m.h5", "m.keras", "renamed.keras"):
+        assert predict.main([str(tmp_path / name), str(images_dir), str(tmp_path / "out")]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {tmp_path / name}: ") and error.count("\n") == 1, error
+        assert not marker.exists() and not (tmp_path / "out").exists()
+    assert predict.main([str(tmp_path / "m.keras"), str(images_dir), str(tmp_path / "out"), "--trust-code"]) == 0
+    assert marker.exists() and (tmp_path / "out" / "submission.csv").is_file()  # the documented risk of --trust-code
+
+
+@pytest.mark.parametrize("name", ["model.tflite", "model.h5", "model.keras"])
+def test_garbage_model_files_are_one_line_errors(images_dir, tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"\x00garbage" * 20)
+    assert predict.main([str(tmp_path / name), str(images_dir), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / name}: ") and error.count("\n") == 1, error
 
 
 def test_main_returns_1_with_the_message_on_errors(tflite_model, tmp_path, capsys):
