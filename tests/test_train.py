@@ -1,11 +1,15 @@
-"""Training loop: schedule, persistent best state, kill-and-resume, and two-device mirroring (subprocesses)."""
+"""Training loop: schedule, persistent best state, resume after a SIGKILL at every commit point, two-device mirroring."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,27 +48,94 @@ def tiny_model():
     return model
 
 
-def test_best_checkpoint_keeps_state_across_instances(tmp_path):
+def tiny_data():
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+    return tf.data.Dataset.from_tensor_slices((x, x.sum(axis=1, keepdims=True))).batch(4)
+
+
+def test_run_checkpoint_keeps_state_across_instances(tmp_path):
     model = tiny_model()
-    first = train.BestCheckpoint(tmp_path, monitor="val_loss", mode="min", patience=2)
+    first = train.RunCheckpoint(tmp_path, monitor="val_loss", mode="min", patience=2)
     first.set_model(model)
     for epoch, value in enumerate([0.5, 0.3, 0.4]):
         first.on_epoch_end(epoch, {"val_loss": value})
-    assert json.loads((tmp_path / "state.json").read_text())["best_epoch"] == 1
-    assert (tmp_path / "best.weights.h5").is_file()
-    resumed = train.BestCheckpoint(tmp_path, monitor="val_loss", mode="min", patience=2)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert (state["epoch"], state["best_epoch"], state["checkpoint"]) == (2, 1, "resume/epoch-0002")
+    assert (tmp_path / "best.weights.h5").is_file() and list(train.read_log(tmp_path)["epoch"]) == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["epoch-0002.data-00000-of-00001", "epoch-0002.index"]
+    assert not list(tmp_path.glob(".*"))  # every temporary renamed or removed
+    resumed = train.RunCheckpoint(tmp_path, monitor="val_loss", mode="min", patience=2)
     resumed.set_model(model)
-    assert resumed.state["best"] == pytest.approx(0.3) and resumed.state["wait"] == 1
+    assert resumed.state["best"] == pytest.approx(0.3) and resumed.state["wait"] == 1 and resumed.epochs_done == 3
     resumed.on_epoch_end(3, {"val_loss": 0.35})  # second epoch without gain -> stop
-    assert model.stop_training is True
+    assert model.stop_training is True and resumed.stopped
+    with pytest.raises(ValueError, match="epoch 3 is already committed"):
+        resumed.on_epoch_end(3, {"val_loss": 0.1})
+    assert list(train.read_log(tmp_path)["epoch"]) == [0, 1, 2, 3]
 
 
-def test_best_checkpoint_names_a_missing_monitor(tmp_path):
-    callback = train.BestCheckpoint(tmp_path, monitor="val_score")
+def test_run_checkpoint_names_a_missing_monitor(tmp_path):
+    callback = train.RunCheckpoint(tmp_path, monitor="val_score")
     callback.set_model(tiny_model())
     with pytest.raises(ValueError, match="val_score"):
         callback.on_epoch_end(0, {"val_loss": 1.0})
+    assert not (tmp_path / "state.json").exists()
 
+
+def test_a_garbled_state_json_is_named(tmp_path):
+    train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
+              tensorboard=False, progress=False)
+    (tmp_path / "finished.json").unlink()  # as if killed before the finish
+    text = (tmp_path / "state.json").read_text()
+    (tmp_path / "state.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"state\.json line \d+: not valid JSON"):
+        train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
+                  tensorboard=False, progress=False)
+
+
+def test_a_resumed_run_keeps_its_monitor(tmp_path):
+    first = train.RunCheckpoint(tmp_path, monitor="val_loss", mode="min")
+    first.set_model(tiny_model())
+    first.on_epoch_end(0, {"val_loss": 1.0})
+    with pytest.raises(ValueError, match="monitor='val_loss', mode='min'"):
+        train.RunCheckpoint(tmp_path, monitor="val_loss", mode="max")
+
+
+def test_an_unfinished_run_of_the_old_layout_is_refused(tmp_path):
+    (tmp_path / "backup").mkdir()  # Keras' BackupAndRestore, used before
+    old_state = {"best": 0.5, "best_epoch": 0, "wait": 0, "monitor": "val_loss", "mode": "min"}
+    (tmp_path / "state.json").write_text(json.dumps(old_state))
+    (tmp_path / "log.csv").write_text("epoch,loss,val_loss\n0,1.0,0.5\n")
+    with pytest.raises(ValueError, match="older helpers.train"):
+        train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
+                  tensorboard=False, progress=False)
+    (tmp_path / "backup").rmdir()
+    with pytest.raises(ValueError, match="not a training state"):
+        train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
+                  tensorboard=False, progress=False)
+    assert (tmp_path / "log.csv").read_text() == "epoch,loss,val_loss\n0,1.0,0.5\n"  # untouched
+
+
+def test_an_early_stopped_run_is_not_trained_further_after_a_crash(tmp_path, monkeypatch):
+    class Flat(keras.callbacks.Callback):  # a score that never improves after epoch 0
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_score"] = 1.0
+
+    save_weights = keras.Model.save_weights
+
+    def crash(model, path, *args, **kwargs):  # interrupted while writing the last weights
+        if "last" in Path(path).name:
+            raise RuntimeError("interrupted before the finish")
+        return save_weights(model, path, *args, **kwargs)
+
+    options = dict(monitor="val_score", mode="max", patience=1, tensorboard=False, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save_weights", crash)
+        with pytest.raises(RuntimeError, match="before the finish"):
+            train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=5, scorers=[Flat()], **options)
+    log = train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=5, scorers=[Flat()], **options)
+    assert list(log["epoch"]) == [0, 1]  # stopped after epoch 1 and stays stopped
+    assert json.loads((tmp_path / "finished.json").read_text()) == {"epochs": 5}
 
 
 def test_a_model_trained_by_fit_can_be_trained_again(tmp_path):
@@ -133,7 +204,139 @@ def test_training_resumes_after_a_kill_without_losing_epochs(tmp_path):
     assert (log["epoch_seconds"] > 0).all()
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best"] == pytest.approx(log["val_loss"].min())
-    assert not (tmp_path / "backup").exists()
+    assert not (tmp_path / "resume").exists()  # finished: the training state is dropped
+
+
+# A tiny deterministic training (3 epochs of 2 unshuffled batches) that SIGKILLs itself at one point
+# of the epoch commit or of the finish; rerun with point "none" it resumes (or trains from scratch).
+KILL_EPOCHS, KILL_EPOCH = 3, 1
+KILL_SCRIPT = f"""
+import glob, os, pathlib, signal, sys
+import numpy as np
+from helpers import train
+from helpers.backend import keras, tf
+
+run_dir, point = sys.argv[1], sys.argv[2]
+train.set_seed(0, deterministic_ops=True)
+x = np.linspace(-1, 1, 16 * 4, dtype="float32").reshape(16, 4)
+y = np.sin(3 * x).sum(axis=1, keepdims=True)
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.Adam(train.WarmupCosine(0.05, total_steps={KILL_EPOCHS} * 2, warmup_steps=2)),
+              loss="mse")
+now = [-1]
+
+class Epoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        now[0] = epoch
+
+def die(*torn):
+    for path in torn:  # what a kill in mid-write leaves behind: the first half of the file
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def hook(owner, name, wrapper):
+    original = getattr(owner, name)
+    setattr(owner, name, lambda *a, **k: wrapper(original, *a, **k))
+
+in_epoch = lambda: now[0] == {KILL_EPOCH}
+named = lambda path, *names: pathlib.Path(path).name in names
+
+def training_state(original, self, prefix, *a, **k):  # tf.train.Checkpoint._write (BackupAndRestore too)
+    result = original(self, prefix, *a, **k)
+    if in_epoch() and point == "during-state-save":
+        die(*glob.glob(str(prefix) + ".*"))
+    if in_epoch() and point == "after-state-save":
+        die()
+    return result
+
+def weights(original, self, path, *a, **k):  # keras.Model.save_weights
+    result = original(self, path, *a, **k)
+    if in_epoch() and point == "after-best" and "best" in pathlib.Path(path).name:
+        die()
+    if point == "during-last" and "last" in pathlib.Path(path).name:
+        die(path)
+    return result
+
+def replace(original, src, dst):  # os.replace
+    if in_epoch() and point == "before-state-commit" and named(dst, "state.json"):
+        die()
+    if point == "during-finished" and named(dst, "finished.json"):
+        die(src)
+    original(src, dst)
+    if in_epoch() and point == "after-state-commit" and named(dst, "state.json"):
+        die()
+    if in_epoch() and point == "between-renames" and named(dst, "best.weights.h5"):
+        die()
+
+def write_text(original, self, text, *a, **k):  # pathlib.Path.write_text (the finished marker of old)
+    if point == "during-finished" and self.name == "finished.json":
+        original(self, text[: len(text) // 2], *a, **k)
+        die()
+    return original(self, text, *a, **k)
+
+hook(tf.train.Checkpoint, "_write", training_state)
+hook(keras.Model, "save_weights", weights)
+hook(os, "replace", replace)
+hook(pathlib.Path, "write_text", write_text)
+train.fit(model, data, data, run_dir, epochs={KILL_EPOCHS}, monitor="val_loss", mode="min", tensorboard=False,
+          progress=False, scorers=[Epoch()])
+"""
+KILL_POINTS = ["during-state-save", "after-state-save", "after-best", "before-state-commit", "after-state-commit",
+               "between-renames", "during-last", "during-finished"]
+CHILD_ENV = os.environ | {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def h5_arrays(path: Path) -> dict:
+    """Every dataset of an HDF5 file by name."""
+    arrays = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def run_kill_script(run_dir: Path, point: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(run_dir), point], capture_output=True, text=True,
+                          cwd=ROOT, env=CHILD_ENV, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory):
+    """``point -> (killed, resumed, run_dir)`` for every kill point, and ``"reference"``: one uninterrupted run."""
+    root = tmp_path_factory.mktemp("kills")
+
+    def one(point):
+        run_dir = root / point
+        killed = run_kill_script(run_dir, point) if point != "reference" else None
+        return point, (killed, run_kill_script(run_dir, "none"), run_dir)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: each child is mostly TensorFlow's import
+        return dict(pool.map(one, ["reference", *KILL_POINTS]))
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_sigkill_at_any_commit_point_loses_and_duplicates_no_epoch(point, killed_runs):
+    _, reference, ref_dir = killed_runs["reference"]
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ref_log = train.read_log(ref_dir)
+    assert list(ref_log["epoch"]) == list(range(KILL_EPOCHS))
+    assert ref_log["val_loss"].is_monotonic_decreasing  # each epoch improves: the best weights are saved every epoch
+    killed, resumed, run_dir = killed_runs[point]
+    assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: rc {killed.returncode}\n{killed.stderr[-3000:]}"
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = train.read_log(run_dir)
+    assert list(log["epoch"]) == list(range(KILL_EPOCHS))  # no epoch lost, none twice
+    pd.testing.assert_frame_equal(log.drop(columns="epoch_seconds"), ref_log.drop(columns="epoch_seconds"))
+    state, ref_state = json.loads((run_dir / "state.json").read_text()), json.loads((ref_dir / "state.json").read_text())
+    assert (state["best"], state["best_epoch"]) == (ref_state["best"], ref_state["best_epoch"])
+    assert json.loads((run_dir / "finished.json").read_text()) == {"epochs": KILL_EPOCHS}
+    for name in ("last.weights.h5", "best.weights.h5"):  # bitwise: deterministic ops, and the optimiser state came back
+        got, want = h5_arrays(run_dir / name), h5_arrays(ref_dir / name)
+        want = {key: value for key, value in want.items() if not key.startswith("metrics/")}  # none until a step ran
+        assert want.keys() <= got.keys() and all(np.array_equal(got[key], want[key]) for key in want), name
+    leftovers = sorted(p.name for p in run_dir.iterdir())
+    assert leftovers == sorted(p.name for p in ref_dir.iterdir()), "temporary files left behind"
 
 
 MIRROR_SCRIPT = """
