@@ -34,7 +34,6 @@ its own folder, and skips the finished ones when re-run (an interrupted sweep re
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import augment, checks, datasets, losses, metrics, models, pipeline, train
+from . import augment, checks, datasets, files, losses, metrics, models, pipeline, train
 from .backend import keras, tf
 
 __all__ = [
@@ -71,12 +70,6 @@ CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
 SEGMENTATION_SCORES = ("precision", "recall", "accuracy", "pixel_accuracy", "iou_defect", "iou_background", "miou")
 
 
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
 def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed: int = 0) -> list[str]:
     """A seeded share ``fraction`` in (0, 1] of ``ids``, per label value (so the class balance stays).
 
@@ -87,7 +80,7 @@ def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     ids = sorted(ids)
     chosen: list[str] = []
-    rng = np.random.default_rng(checks.seed(seed))
+    rng = np.random.default_rng(checks.seed("seed", seed))
     for value in sorted(labels.reindex(ids).unique()):
         members = [i for i in ids if labels[i] == value]
         order = rng.permutation(len(members))
@@ -117,7 +110,9 @@ def find_radiograph_encoder(pretrained_dir: str | os.PathLike, backbone: str, **
         return None
     found = []
     for path in folder.glob("*.json"):
-        manifest = json.loads(path.read_text())
+        manifest = files.read_json(path)
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{path}: not an encoder manifest (expected a JSON object with weights and backbone)")
         if manifest.get("backbone") == backbone and all(manifest.get(k) == v for k, v in backbone_options.items()):
             found.append((path.stat().st_mtime, path.name, manifest))
     return max(found, key=lambda item: item[:2])[2] if found else None
@@ -140,7 +135,7 @@ def check_initialisations(
     "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
     """
     for init in inits:
-        _check_choice("init", init, INITIALISATIONS)
+        checks.choice("init", init, INITIALISATIONS)
     found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
     if "imagenet" in inits:
         try:
@@ -176,8 +171,8 @@ def build_model(
     ignore it, except to find the ImageNet file). ``options``: backbone options (``alpha`` for
     mobilenet) and, for segmentation, the architecture's (``decoder_filters``, ...).
     """
-    _check_choice("task", task, TASKS)
-    _check_choice("init", init, INITIALISATIONS)
+    checks.choice("task", task, TASKS)
+    checks.choice("init", init, INITIALISATIONS)
     input_shape = (*image_size, 1)
     encoder_weights = _encoder_weights(init, weights_dir, radiograph_weights)
     if task == "classification":
@@ -275,7 +270,7 @@ def run_fold(
     ``batch_size`` is lowered to the number of training images when they are fewer;
     ``bn_momentum``: see :func:`helpers.models.set_batchnorm_momentum`.
     """
-    _check_choice("task", task, TASKS)
+    checks.choice("task", task, TASKS)
     if crop_size is not None and task == "classification":
         raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
     epochs = checks.positive_int("epochs", epochs)
@@ -302,7 +297,7 @@ def run_fold(
     scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
                "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
                "bn_momentum": float(bn_momentum), "train_seconds": seconds}
-    (run_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    files.atomic_write_json(run_dir / "scores.json", scores)  # written last: its presence means "done"
     return scores, log
 
 
@@ -334,10 +329,10 @@ def cross_validate(
     :func:`run_fold`. ``scores`` has one row per run; ``logs`` the epoch logs with
     ``init, fold, fraction`` columns.
     """
-    _check_choice("task", task, TASKS)
+    checks.choice("task", task, TASKS)
     settings = {"bn_momentum": BN_MOMENTUM} | settings  # recorded in every recipe
     for init in inits:
-        _check_choice("init", init, INITIALISATIONS)
+        checks.choice("init", init, INITIALISATIONS)
     labels = datasets.defect_labels(wide)
     folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
     if folds.isna().any():
@@ -350,7 +345,7 @@ def cross_validate(
         val_ids = sorted(folds.index[folds == fold])
         _check_recipe(run_dir, _recipe(init, settings, seed, train_ids, val_ids))
         if (run_dir / "scores.json").is_file():
-            scores, log = json.loads((run_dir / "scores.json").read_text()), train.read_log(run_dir)
+            scores, log = files.read_json(run_dir / "scores.json"), train.read_log(run_dir)
         else:
             scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, seed=seed, **settings)
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
@@ -379,14 +374,14 @@ def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
     """Record ``recipe`` in ``run_dir/recipe.json``; a different recorded recipe is a ``ValueError``."""
     path = run_dir / "recipe.json"
     if path.is_file():
-        recorded = json.loads(path.read_text())
+        recorded = files.read_json(path)
         changed = sorted(key for key in recorded.keys() | recipe.keys() if recorded.get(key) != recipe.get(key))
         if changed:
             raise ValueError(f"{run_dir} was run with other settings ({', '.join(changed)}): "
                              "use another output folder, or delete that run to redo it")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(recipe, indent=1))
+    files.atomic_write_json(path, recipe)
 
 
 def fold_summary(scores: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = ("init",)) -> pd.DataFrame:

@@ -80,9 +80,9 @@ def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
         transfer.build_model("classification", "radiograph", "mobilenet", (SIZE, SIZE), alpha=0.25)
     with pytest.raises(FileNotFoundError, match="mobilenet_2_5_224_tf_no_top.h5"):
         transfer.build_model("classification", "imagenet", "mobilenet", (224, 224), weights_dir=tmp_path, alpha=0.25)
-    with pytest.raises(ValueError, match="random, imagenet, radiograph"):
+    with pytest.raises(ValueError, match=r"init must be one of \['random', 'imagenet', 'radiograph'\]"):
         transfer.build_model("classification", "scratch", "mobilenet", (SIZE, SIZE))
-    with pytest.raises(ValueError, match="classification, segmentation"):
+    with pytest.raises(ValueError, match=r"task must be one of \['classification', 'segmentation'\]"):
         transfer.build_model("detection", "random", "mobilenet", (SIZE, SIZE))
 
 
@@ -174,3 +174,10 @@ def test_check_initialisations_says_what_is_missing(tmp_path, monkeypatch, radio
     found = transfer.check_initialisations(inits, "mobilenet", (SIZE, SIZE), weights_dir=tmp_path, pretrained_dir=tmp_path, alpha=0.25)
     assert found["available"] == ["random", "radiograph"] and found["radiograph_weights"] == str(path)
     assert found["manifest"]["corpus"] == "chest-xray"
+
+
+def test_a_garbled_manifest_is_named(tmp_path):
+    """Before: a bare JSONDecodeError naming no file."""
+    (tmp_path / "chest.json").write_text('{"backbone": "mobilenet", "weights": "ch')
+    with pytest.raises(ValueError, match=r"chest\.json line 1: not valid JSON"):
+        transfer.find_radiograph_encoder(tmp_path, "mobilenet", alpha=0.25)
