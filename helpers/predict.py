@@ -2,6 +2,7 @@
 
     python -m helpers.predict MODEL IMAGES_DIR OUT_DIR [--threshold 0.5 [...]] [--min-area 0 [...]]
                               [--batch-size 1] [--threads 2] [--no-overlays] [--trust-code]
+                              [--flip-tta] [--sample-submission sample_submission.csv]
     defects-predict ...                      # the same, as installed by pip
 
 ``MODEL``: a ``.tflite`` file (:func:`helpers.export.convert`), or a Keras model as notebook 03
@@ -122,13 +123,22 @@ def predict_folder(
     overlays: bool = True,
     progress: bool = True,
     trust_code: bool = False,
+    sample_submission: str | os.PathLike | None = None,
+    flips: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Predict every image of ``images_dir``; write ``out_dir/submission.csv`` (+ ``overlays/<ImageId>.png``).
 
     Returns the wide table written (index ImageId = file name, one RLE column per class). ``thresholds``
     (in [0, 1]) / ``min_areas`` (pixels): one value or one per class. ``trust_code``: see
-    :func:`load_predictor`. Nothing is written unless every image is predicted.
+    :func:`load_predictor`. ``sample_submission``: a Kaggle ``sample_submission.csv`` whose rows,
+    order and layout the submission takes (:func:`helpers.severstal.write_submission_like`,
+    checked). ``flips``: test-time augmentation, ``horizontal`` and/or ``vertical``
+    (:func:`helpers.postprocess.flip_tta`; use what the thresholds were tuned with). Nothing is
+    written unless every image is predicted.
     """
+    flips = tuple(checks.choice("flips", flip, ("horizontal", "vertical")) for flip in flips)
+    if sample_submission is not None:
+        severstal.read_sample_submission(sample_submission)  # a broken sample stops us before any prediction
     batch_size = checks.positive_int("batch_size", batch_size)
     num_threads = checks.positive_int("num_threads", num_threads)
     thresholds = _values("thresholds", thresholds, lambda name, v: checks.number(name, v, 0.0, 1.0))
@@ -144,12 +154,14 @@ def predict_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{OVERLAYS_DIR}.", dir=out_dir))  # overlays wait here until all succeed
     try:
         rows: dict[str, list[str]] = {}
+        shapes: dict[str, tuple[int, int]] = {}
         for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not progress):
             chunk, ids = paths[start:start + batch_size], image_ids[start:start + batch_size]
             images = [files.read_grey(p) for p in chunk]
             height, width = _target_size(predictor, [im.shape for im in images], ids)
             batch = np.stack([np.pad(im, ((0, height - im.shape[0]), (0, width - im.shape[1]))) for im in images])
-            probs = predictor.predict(batch[..., None].astype(np.float32), batch_size=len(batch))
+            probs = postprocess.flip_tta(lambda x: predictor.predict(x, batch_size=len(x)),
+                                         batch[..., None].astype(np.float32), flips=flips)
             if probs.ndim != 4:
                 raise ValueError(f"{model} outputs shape {probs.shape}, not (N, H, W, classes) masks: use a segmentation model")
             n_classes = probs.shape[-1]
@@ -158,11 +170,16 @@ def predict_folder(
             for image_id, image, prob in zip(ids, images, probs):
                 masks = postprocess.apply(prob[: image.shape[0], : image.shape[1]], class_thresholds, class_areas)
                 rows[image_id] = severstal.encode_masks(masks)
+                shapes[image_id] = image.shape[:2]
                 if overlays:
                     files.write_image(staging / f"{image_id}.png", viz.overlay(image, masks))
         wide = pd.DataFrame.from_dict(rows, orient="index", columns=list(range(1, n_classes + 1))).astype(str)
         wide.index.name = "ImageId"
-        severstal.write_submission(wide, out_dir / SUBMISSION_NAME)
+        if sample_submission is None:
+            severstal.write_submission(wide, out_dir / SUBMISSION_NAME)
+        else:
+            sized = wide.assign(Height=[shapes[i][0] for i in wide.index], Width=[shapes[i][1] for i in wide.index])
+            severstal.write_submission_like(sized, sample_submission, out_dir / SUBMISSION_NAME)
         if overlays:
             (out_dir / OVERLAYS_DIR).mkdir(exist_ok=True)
             for image_id in image_ids:
@@ -191,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-overlays", action="store_true", help="write submission.csv only")
     parser.add_argument("--trust-code", action="store_true",
                         help="load .keras/.h5 model files even when they hold Python code (a Lambda layer): that code runs")
+    parser.add_argument("--flip-tta", action="store_true", help="average each prediction with its horizontal flip")
+    parser.add_argument("--sample-submission", metavar="CSV",
+                        help="Kaggle sample_submission.csv: write its rows, in its order and layout (checked)")
     return parser
 
 
@@ -202,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         wide = predict_folder(
             args.model, args.images_dir, args.out_dir, thresholds=args.threshold, min_areas=args.min_area,
             batch_size=args.batch_size, num_threads=args.threads, overlays=not args.no_overlays, trust_code=args.trust_code,
+            sample_submission=args.sample_submission, flips=("horizontal",) if args.flip_tta else (),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -30,6 +30,7 @@ __all__ = [
     "long_table",
     "read_classes",
     "read_dataset",
+    "read_sample_submission",
     "read_splits",
     "read_train_csv",
     "stack_masks",
@@ -37,6 +38,7 @@ __all__ = [
     "write_classes",
     "write_splits",
     "write_submission",
+    "write_submission_like",
     "write_train_csv",
 ]
 
@@ -187,6 +189,12 @@ def read_train_csv(
 def read_dataset(dataset_dir: str | os.PathLike, validate: bool = True) -> pd.DataFrame:
     """Wide table of a dataset folder (``train.csv`` + ``train_images/``, classes from ``classes.csv``)."""
     dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "train.csv").is_file():
+        raise FileNotFoundError(
+            f"no dataset in {dataset_dir} (train.csv not found): write one with notebooks/00_prepare_data.ipynb "
+            "(python3 -m helpers.run --only 00 makes data/synthetic-smoke; "
+            "-p dataset=... -p source_dir=... -p data_dir=... converts a real one)"
+        )
     n_classes = max(read_classes(dataset_dir))
     return read_train_csv(dataset_dir / "train.csv", dataset_dir / "train_images", n_classes=n_classes, validate=validate)
 
@@ -280,6 +288,71 @@ def write_submission(
             {"ImageId_ClassId": long["ImageId"] + "_" + long["ClassId"].astype(str), "EncodedPixels": long["EncodedPixels"]}
         )
     return files.atomic_write_text(path, _to_csv(table))
+
+
+def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
+    """The ``ImageId, ClassId`` rows of a Kaggle sample submission (either layout), in file order.
+
+    ``attrs["layout"]`` is the header, one of :data:`SUBMISSION_LAYOUTS`. Repeated rows, unknown
+    headers and bad ids raise ``ValueError`` naming the file and line.
+    """
+    path = Path(path)
+    raw = files.read_csv(path, dtype=str, keep_default_na=False)
+    layout = ",".join(raw.columns)
+    checks.choice(f"{path}: the header", layout, SUBMISSION_LAYOUTS)
+    if layout == SUBMISSION_LAYOUTS[0]:
+        ids, classes = raw["ImageId"], raw["ClassId"]
+    else:
+        parts = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True)
+        if parts.shape[1] != 2 or parts[1].isna().any():
+            row = _first_bad(parts.isna().any(axis=1)) if parts.shape[1] == 2 else 0
+            raise ValueError(f"{path} line {row + 2}: ImageId_ClassId {raw['ImageId_ClassId'].iloc[row]!r} has no '_<class>'")
+        ids, classes = parts[0], parts[1]
+    _check_image_ids(ids, path)
+    table = pd.DataFrame({"ImageId": ids.to_numpy(), "ClassId": _class_ids(classes, path).to_numpy()})
+    repeated = table.duplicated()
+    if repeated.any():
+        row = _first_bad(repeated)
+        raise ValueError(f"{path} line {row + 2}: ImageId {table['ImageId'].iloc[row]!r} ClassId "
+                         f"{table['ClassId'].iloc[row]} appears twice")
+    table.attrs["layout"] = layout
+    return table
+
+
+def write_submission_like(wide: pd.DataFrame, sample_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write ``wide``'s masks in exactly the rows, order and layout of a Kaggle sample submission, then check it.
+
+    Every image of the sample must be predicted and nothing else; the file is written atomically and
+    read back: same ``ImageId, ClassId`` rows in the same order, every RLE decoding (against
+    ``Height``/``Width`` when ``wide`` has them).
+    """
+    sample = read_sample_submission(sample_path)
+    _check_unique_ids(wide)
+    predicted, wanted = set(wide.index), set(sample["ImageId"])
+    for names, what in ((sorted(wanted - predicted), "images of the sample submission were not predicted"),
+                        (sorted(predicted - wanted), "predicted images are not in the sample submission")):
+        if names:
+            raise ValueError(f"{sample_path}: {len(names)} {what}, e.g. {names[:3]}")
+    unknown = sorted(set(sample["ClassId"]) - set(class_columns(wide)))
+    if unknown:
+        raise ValueError(f"{sample_path}: ClassId {unknown[0]} is not a class of the predictions {class_columns(wide)}")
+    encoded = [wide.at[image_id, class_id] for image_id, class_id in zip(sample["ImageId"], sample["ClassId"])]
+    if "Height" in wide and "Width" in wide:
+        for (image_id, class_id), text in zip(zip(sample["ImageId"], sample["ClassId"]), encoded):
+            shape = (int(wide.at[image_id, "Height"]), int(wide.at[image_id, "Width"]))
+            error = rle.problem(text, shape)
+            if error:
+                raise ValueError(f"ImageId {image_id} ClassId {class_id}: {error}")
+    if sample.attrs["layout"] == SUBMISSION_LAYOUTS[0]:
+        table = pd.DataFrame({"ImageId": sample["ImageId"], "EncodedPixels": encoded, "ClassId": sample["ClassId"]})
+    else:
+        table = pd.DataFrame({"ImageId_ClassId": sample["ImageId"] + "_" + sample["ClassId"].astype(str),
+                              "EncodedPixels": encoded})
+    written = files.atomic_write_text(path, _to_csv(table))
+    back = read_sample_submission(written)
+    if back.attrs["layout"] != sample.attrs["layout"] or not back[["ImageId", "ClassId"]].equals(sample[["ImageId", "ClassId"]]):
+        raise ValueError(f"{written}: does not read back with the rows of {sample_path}")
+    return written
 
 
 def read_splits(dataset_dir: str | os.PathLike) -> pd.DataFrame:

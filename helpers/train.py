@@ -45,6 +45,7 @@ __all__ = [
     "TqdmProgress",
     "WarmupCosine",
     "configure_precision",
+    "device_summary",
     "fit",
     "get_strategy",
     "read_log",
@@ -235,6 +236,15 @@ def configure_precision(policy: str = "auto") -> str:
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def device_summary() -> str:
+    """Where training runs, in words: each visible GPU's name, or the CPU and its core count."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count() or 1} cores, no GPU visible)"
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    return ", ".join(f"GPU:{i} {name}" for i, name in enumerate(names))
 
 
 def get_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:

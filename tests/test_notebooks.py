@@ -9,7 +9,7 @@ import nbformat
 import papermill
 import pytest
 
-from helpers import run
+from helpers import run, severstal
 
 NOTEBOOKS = run.list_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -56,6 +56,34 @@ def test_committed_without_outputs(path):
     for cell in cells(path):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_defaults_are_the_smoke_profile():
+    """Opened in JupyterLab after command 1, a notebook's own defaults name the data command 1 made."""
+    profile = run.load_profile("smoke")
+    for path in NOTEBOOKS:
+        declared = papermill.inspect_notebook(str(path))
+        smoke = {**profile["common"], **profile["notebooks"].get(path.stem, {})}
+        for name, value in smoke.items():
+            if name not in declared or name in ("segmenter_model", "segmenter_data_dir") or path.stem == "09_report":
+                continue
+            default = ast.literal_eval(declared[name]["default"])
+            expected = f"../{value}" if name.endswith("_dir") else value
+            assert default == expected, f"{path.stem}: {name} defaults to {default!r}, the smoke profile says {value!r}"
+
+
+@pytest.mark.notebooks
+def test_notebooks_run_with_their_own_defaults_from_the_notebooks_folder(tmp_path):
+    """As JupyterLab would: cwd notebooks/, no parameters; 00 writes ../data, then 01 and 02 read it."""
+    import shutil
+
+    folder = tmp_path / "notebooks"
+    shutil.copytree(run.NOTEBOOKS_DIR, folder)
+    for stem in ("00_prepare_data", "01_eda", "02_rle_masks"):
+        executed = tmp_path / "executed" / f"{stem}.ipynb"
+        run.execute_notebook(folder / f"{stem}.ipynb", executed, {}, progress=False)
+        assert (tmp_path / "outputs" / "manual" / "metrics" / f"{stem}.json").is_file(), stem
+    assert (tmp_path / "data" / "synthetic-smoke" / "train.csv").is_file()
 
 
 @pytest.mark.notebooks
@@ -111,3 +139,62 @@ def test_weak_supervision_on_a_multi_class_dataset(tmp_path):
     assert all(0.0 <= row["miou"] <= 1.0 for row in rows.values())
     assert result["classes"] and set(result["classes"]) <= {"pits", "scratches", "patches", "holes"}
     assert (run_dir / "figures" / "weak_dataset_pseudo_masks.png").stat().st_size > 5000
+
+
+def _fake_competition(folder: Path, layout: str) -> list[tuple[str, int]]:
+    """A tiny Severstal competition folder (train.csv + sample_submission.csv in one of Kaggle's layouts).
+
+    Returns the sample submission's (ImageId, ClassId) rows, in its order (not sorted: the
+    submission must follow the sample, not its own order).
+    """
+    import shutil
+
+    import pandas as pd
+
+    from helpers import synth
+
+    train = synth.make_steel_dataset(folder, n_images=16, height=64, width=320, seed=3, progress=False)
+    (folder / "classes.csv").unlink()  # Kaggle ships none: classes 1-4 by default
+    if layout == "ImageId_ClassId,EncodedPixels":  # the 2019 layout: every image x class, empty masks included
+        rows = [f"{image}_{c},{train.loc[image, c]}" for image in train.index for c in range(1, 5)]
+        (folder / "train.csv").write_text("ImageId_ClassId,EncodedPixels\n" + "\n".join(rows) + "\n")
+    synth.make_steel_dataset(folder.parent / "test-source", n_images=3, height=64, width=320, seed=4,
+                             min_images_per_class=0, progress=False)
+    shutil.move(folder.parent / "test-source" / "train_images", folder / "test_images")
+    names = sorted(p.name for p in (folder / "test_images").iterdir())[::-1]
+    pairs = [(name, c) for c in (4, 3, 2, 1) for name in names]
+    if layout == "ImageId,EncodedPixels,ClassId":
+        lines = [f"{name},1 1,{c}" for name, c in pairs]
+    else:
+        lines = [f"{name}_{c},1 1" for name, c in pairs]
+    (folder / "sample_submission.csv").write_text(layout + "\n" + "\n".join(lines) + "\n")
+    pd.testing.assert_frame_equal(  # the fake train.csv reads as the dataset it was made from
+        severstal.read_dataset(folder)[[1, 2, 3, 4]], train[[1, 2, 3, 4]])
+    return pairs
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("layout", ["ImageId,EncodedPixels,ClassId", "ImageId_ClassId,EncodedPixels"])
+def test_kaggle_profile_writes_a_valid_submission_in_the_samples_order(tmp_path, layout):
+    competition = tmp_path / "input" / "severstal-steel-defect-detection"
+    pairs = _fake_competition(competition, layout)
+    before = {p.relative_to(competition): p.stat().st_mtime_ns for p in competition.rglob("*")}
+    overrides = {  # the profile's Kaggle paths, pointed at the fake folder; a tiny, random-init training
+        "data_dir": str(competition), "test_images_dir": str(competition / "test_images"),
+        "sample_submission": str(competition / "sample_submission.csv"),
+        "submission_path": str(tmp_path / "working" / "submission.csv"),
+        "encoder_weights": "", "weights_dir": "", "backbone": "resnet18", "image_size": [64, 160], "epochs": 1,
+        "batch_size": 4, "thresholds": [0.5], "min_areas": [0, 20],
+    }
+    run_dir = run.run_notebooks("kaggle", only=["00", "04"], overrides=overrides, root=tmp_path,
+                                outputs_root=tmp_path / "outputs", progress=False)
+    assert {p.relative_to(competition): p.stat().st_mtime_ns for p in competition.rglob("*")} == before  # in place
+    written = tmp_path / "working" / "submission.csv"
+    assert written.read_text() == (run_dir / "test" / "submission.csv").read_text()
+    assert written.read_text().splitlines()[0] == layout
+    back = severstal.read_sample_submission(written)
+    assert list(zip(back["ImageId"], back["ClassId"])) == pairs
+    masks = severstal.read_train_csv(written, shape=(64, 320), n_classes=4)  # every RLE decodes at the image size
+    assert sorted(masks.index) == sorted({name for name, _ in pairs})
+    summary = json.loads((run_dir / "metrics" / "04_compare_architectures.json").read_text())
+    assert summary["test"]["rows"] == len(pairs) and summary["test"]["images"] == 3

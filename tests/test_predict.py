@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import export, files, models, predict, rle
+from helpers import export, files, models, predict, rle, severstal
 from helpers.backend import keras
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +216,42 @@ def test_command_line_entry_writes_submission_and_overlays(tflite_model, images_
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{len(SHAPES)} images, 6 defect masks" in result.stdout
     _check_outputs(tmp_path / "out", images_dir)
+
+
+@pytest.mark.parametrize("layout", ["ImageId,EncodedPixels,ClassId", "ImageId_ClassId,EncodedPixels"])
+def test_a_kaggle_sample_submission_sets_rows_order_and_layout(tflite_model, images_dir, tmp_path, layout):
+    names = [p.name for p in files.list_images(images_dir)][::-1]  # not the folder's order
+    pairs = [(name, c) for c in (2, 1) for name in names]
+    if layout.startswith("ImageId,"):
+        text = layout + "\n" + "".join(f"{n},1 1,{c}\n" for n, c in pairs)
+    else:
+        text = layout + "\n" + "".join(f"{n}_{c},1 1\n" for n, c in pairs)
+    (tmp_path / "sample_submission.csv").write_text(text)
+    assert predict.main([str(tflite_model), str(images_dir), str(tmp_path / "out"), "--no-overlays",
+                         "--sample-submission", str(tmp_path / "sample_submission.csv")]) == 0
+    written = (tmp_path / "out" / "submission.csv").read_text().splitlines()
+    assert written[0] == layout and len(written) == 1 + len(pairs)
+    back = severstal.read_sample_submission(tmp_path / "out" / "submission.csv")
+    assert list(zip(back["ImageId"], back["ClassId"])) == pairs
+    for name in names:
+        image = files.read_grey(images_dir / name)
+        wide = severstal.read_train_csv(tmp_path / "out" / "submission.csv", shape=image.shape, validate=False)
+        np.testing.assert_array_equal(rle.decode(wide.loc[name, 2], image.shape), _expected_masks(image)[..., 1])
+
+
+def test_a_sample_submission_naming_other_images_writes_nothing(tflite_model, images_dir, tmp_path, capsys):
+    (tmp_path / "sample_submission.csv").write_text("ImageId,EncodedPixels,ClassId\nother.jpg,1 1,1\n")
+    assert predict.main([str(tflite_model), str(images_dir), str(tmp_path / "out"),
+                         "--sample-submission", str(tmp_path / "sample_submission.csv")]) == 1
+    assert "images of the sample submission were not predicted" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flip_tta_averages_the_flipped_predictions(tflite_model, images_dir, tmp_path):
+    """The tiny model is pixel-wise, so flipping changes nothing: the masks must equal the plain ones."""
+    plain = predict.predict_folder(tflite_model, images_dir, tmp_path / "plain", overlays=False, progress=False)
+    flipped = predict.predict_folder(tflite_model, images_dir, tmp_path / "tta", overlays=False, progress=False,
+                                     flips=("horizontal", "vertical"))
+    pd.testing.assert_frame_equal(plain, flipped)
+    with pytest.raises(ValueError, match=r"flips must be one of \['horizontal', 'vertical'\], got 'diagonal'"):
+        predict.predict_folder(tflite_model, images_dir, tmp_path / "bad", flips=("diagonal",))

@@ -73,8 +73,10 @@ def test_class_above_n_classes(dataset_dir):
 
 
 def test_missing_csv(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.csv"):
+    with pytest.raises(FileNotFoundError, match=r"train\.csv not found\): write one with notebooks/00_prepare_data\.ipynb"):
         severstal.read_dataset(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train.csv"):
+        severstal.read_train_csv(tmp_path / "train.csv")
 
 
 def test_write_train_csv_round_trip(dataset_dir, tmp_path):
@@ -226,3 +228,47 @@ def test_duplicate_image_ids_are_refused_when_writing(dataset_dir, tmp_path, wri
     with pytest.raises(ValueError, match="ImageId 'b.jpg' appears more than once"):
         write(doubled, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+SAMPLES = {  # Kaggle's two sample-submission layouts, rows deliberately not sorted
+    "ImageId,EncodedPixels,ClassId": "ImageId,EncodedPixels,ClassId\nb.jpg,1 1,1\na.jpg,1 1,2\nb.jpg,1 1,2\na.jpg,1 1,1\n",
+    "ImageId_ClassId,EncodedPixels": "ImageId_ClassId,EncodedPixels\nb.jpg_1,1 1\na.jpg_2,1 1\nb.jpg_2,1 1\na.jpg_1,1 1\n",
+}
+
+
+def _predictions(**extra_rows) -> pd.DataFrame:
+    rows = {"a.jpg": ["1 2", ""], "b.jpg": ["", "5 3"], **extra_rows}
+    wide = pd.DataFrame.from_dict(rows, orient="index", columns=[1, 2])
+    wide.index.name = "ImageId"
+    return wide.assign(Height=4, Width=6)
+
+
+@pytest.mark.parametrize("layout", list(SAMPLES))
+def test_submission_like_the_sample_keeps_its_rows_order_and_layout(tmp_path, layout):
+    (tmp_path / "sample_submission.csv").write_text(SAMPLES[layout])
+    path = severstal.write_submission_like(_predictions(), tmp_path / "sample_submission.csv", tmp_path / "submission.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == layout
+    expected = {"ImageId,EncodedPixels,ClassId": ["b.jpg,,1", "a.jpg,,2", "b.jpg,5 3,2", "a.jpg,1 2,1"],
+                "ImageId_ClassId,EncodedPixels": ["b.jpg_1,", "a.jpg_2,", "b.jpg_2,5 3", "a.jpg_1,1 2"]}[layout]
+    assert lines[1:] == expected
+    back = severstal.read_train_csv(path, shape=SHAPE, n_classes=2)
+    pd.testing.assert_frame_equal(back, _predictions().sort_index())
+
+
+@pytest.mark.parametrize(
+    "predictions, sample, message",
+    [
+        (_predictions().drop(index="b.jpg"), SAMPLES["ImageId,EncodedPixels,ClassId"], "1 images of the sample submission were not predicted"),
+        (_predictions(**{"c.jpg": ["", ""]}), SAMPLES["ImageId,EncodedPixels,ClassId"], "1 predicted images are not in the sample"),
+        (_predictions().drop(index="b.jpg"), "ImageId,EncodedPixels,ClassId\na.jpg,1 1,3\n", "ClassId 3 is not a class of the predictions"),
+        (_predictions(), "ImageId,ClassId\na.jpg,1\n", "the header must be one of"),
+        (_predictions(), "ImageId,EncodedPixels,ClassId\na.jpg,1 1,1\na.jpg,,1\n", "line 3: ImageId 'a.jpg' ClassId 1 appears twice"),
+        (_predictions().assign(Height=1), SAMPLES["ImageId,EncodedPixels,ClassId"], "ImageId b.jpg ClassId 2: run 1: ends at pixel 7"),
+    ],
+)
+def test_submission_like_the_sample_refuses_what_would_not_score(tmp_path, predictions, sample, message):
+    (tmp_path / "sample_submission.csv").write_text(sample)
+    with pytest.raises(ValueError, match=message):
+        severstal.write_submission_like(predictions, tmp_path / "sample_submission.csv", tmp_path / "submission.csv")
+    assert not (tmp_path / "submission.csv").exists()

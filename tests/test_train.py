@@ -366,3 +366,11 @@ def test_precision_policy_choices():
     with pytest.raises(ValueError, match="must be one of"):
         train.configure_precision("half")
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_device_summary_names_where_training_runs():
+    summary = train.device_summary()
+    if tf.config.list_physical_devices("GPU"):
+        assert summary.startswith("GPU:0 ")
+    else:
+        assert summary == f"CPU ({os.cpu_count()} cores, no GPU visible)"
