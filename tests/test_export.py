@@ -325,27 +325,6 @@ def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
 
 
 # ------------------------------------------------------------------ hostile model files
-def _code_running_model(marker) -> keras.Model:
-    """A tiny model whose Lambda layer creates the file ``marker`` each time it is called (also when rebuilt on load)."""
-    inputs = keras.Input((None, None, 1), name="image")
-    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
-    x = keras.layers.Lambda(lambda t, marker=str(marker): (open(marker, "w").close(), t)[1], name="side_effect")(x)
-    return keras.Model(inputs, keras.layers.Activation("sigmoid")(x), name="hostile")
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    """``m.h5`` and ``m.keras`` of a model whose Lambda writes ``marker``, and ``renamed.keras`` = the HDF5 bytes."""
-    folder = tmp_path_factory.mktemp("hostile")
-    marker = folder / "marker"
-    model = _code_running_model(marker)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # HDF5 is a legacy format
-        model.save(folder / "m.h5")
-    model.save(folder / "m.keras")
-    (folder / "renamed.keras").write_bytes((folder / "m.h5").read_bytes())
-    marker.unlink()  # building the model called the Lambda once
-    return folder, marker
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,29 +169,14 @@ def test_a_failure_half_way_leaves_no_outputs_behind(tflite_model, tmp_path):
     assert not out_dir.exists() or not any(out_dir.rglob("*")), sorted(out_dir.rglob("*"))
 
 
-def _code_running_model(marker) -> keras.Model:
-    """A tiny segmenter whose Lambda layer creates the file ``marker`` each time it is called (also when rebuilt on load)."""
-    inputs = keras.Input((None, None, 1), name="image")
-    x = keras.layers.Conv2D(2, 1, activation="sigmoid", name="head")(inputs)
-    x = keras.layers.Lambda(lambda t, marker=str(marker): (open(marker, "w").close(), t)[1], name="side_effect")(x)
-    return keras.Model(inputs, x, name="hostile")
-
-
-def test_model_files_that_would_run_code_are_refused(images_dir, tmp_path, capsys):
-    marker = tmp_path / "marker"
-    model = _code_running_model(marker)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # HDF5 is a legacy format
-        model.save(tmp_path / "m.h5")
-    model.save(tmp_path / "m.keras")
-    (tmp_path / "renamed.keras").write_bytes((tmp_path / "m.h5").read_bytes())
-    marker.unlink()
+def test_model_files_that_would_run_code_are_refused(hostile, images_dir, tmp_path, capsys):
+    folder, marker = hostile
     for name in ("m.h5", "m.keras", "renamed.keras"):
-        assert predict.main([str(tmp_path / name), str(images_dir), str(tmp_path / "out")]) == 1
+        assert predict.main([str(folder / name), str(images_dir), str(tmp_path / "out")]) == 1
         error = capsys.readouterr().err
-        assert error.startswith(f"error: {tmp_path / name}: ") and error.count("\n") == 1, error
+        assert error.startswith(f"error: {folder / name}: ") and error.count("\n") == 1, error
         assert not marker.exists() and not (tmp_path / "out").exists()
-    assert predict.main([str(tmp_path / "m.keras"), str(images_dir), str(tmp_path / "out"), "--trust-code"]) == 0
+    assert predict.main([str(folder / "m.keras"), str(images_dir), str(tmp_path / "out"), "--trust-code"]) == 0
     assert marker.exists() and (tmp_path / "out" / "submission.csv").is_file()  # the documented risk of --trust-code
 
 

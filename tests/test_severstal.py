@@ -179,6 +179,9 @@ HOSTILE_CSV_CASES = [
     ("UTF-16 file", "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\n".encode("utf-16"), "looks like UTF-16"),
     ("Latin-1 file", "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\nbr\xfbl\xe9.jpg,1,1 2\n".encode("latin-1"), "line 3: byte 0xfb is not UTF-8"),
     ("overflowing RLE", f"ImageId,ClassId,EncodedPixels\na.jpg,2,1 {2**63}\n".encode(), "ImageId a.jpg ClassId 2: RLE token 2 is far too large"),
+    ("runs that overflow int64 once added",  # killed the kernel (SIGSEGV) before
+     f"ImageId,ClassId,EncodedPixels\na.jpg,2,1 {2**62} {2**62 + 1} {2**62} {2**63 - 1} {2**62}\n".encode(),
+     "ImageId a.jpg ClassId 2: run 2: start 4611686018427387905 is past the last pixel 24"),
 ]
 
 

@@ -1,0 +1,26 @@
+"""Fixtures shared by several test files."""
+
+import warnings
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """``m.h5`` and ``m.keras`` of a model whose Lambda writes ``marker`` when it runs, and
+    ``renamed.keras`` = the HDF5 bytes; returns ``(folder, marker)`` with the marker absent."""
+    from helpers.backend import keras
+
+    folder = tmp_path_factory.mktemp("hostile")
+    marker = folder / "marker"
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t, marker=str(marker): (open(marker, "w").close(), t)[1], name="side_effect")(x)
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(x), name="hostile")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # HDF5 is a legacy format
+        model.save(folder / "m.h5")
+    model.save(folder / "m.keras")
+    (folder / "renamed.keras").write_bytes((folder / "m.h5").read_bytes())
+    marker.unlink()  # building the model called the Lambda once
+    return folder, marker
