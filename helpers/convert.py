@@ -202,17 +202,6 @@ def _suffix(name: str, value: str) -> str:
     return value
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` of an image that is copied unchanged, decoded in full so a corrupt or truncated file is named."""
-    shape = files.image_size(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"corrupt or truncated image {path}: {err}") from None
-    return shape
-
-
 def _check_size(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path, image_shape: tuple[int, ...]) -> None:
     if tuple(mask_shape) != tuple(image_shape):
         raise ValueError(
@@ -267,23 +256,16 @@ class _Output:
     def __post_init__(self) -> None:
         given = self.out_dir
         self.final = final = Path(os.path.abspath(given)).resolve()  # a link to the folder: swap its target
-        if final.parent == final:
-            raise ValueError(f"out_dir must be a folder of its own, got {given}")
-        files.recover_folder(final)
+        files.recover_folder(final)  # before the check: a killed swap may have left the old dataset aside
         if final.exists() and not final.is_dir():
             raise NotADirectoryError(f"out_dir {given} is a file, not a folder")
-        if final.is_dir():
-            images = final / _TRAIN_IMAGES
-            if ((images.is_dir() and any(images.iterdir())) or (final / "train.csv").exists()) and not self.overwrite:
-                raise FileExistsError(f"{given} already holds a dataset; pass overwrite=True to replace it")
-            for entry in self._carried():
-                files.check_same_device(final, entry)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.building = final.with_name(f".{final.name}.building-{os.getpid()}")
-        if self.building.exists():
-            shutil.rmtree(self.building)
+        images = final / _TRAIN_IMAGES
+        if ((images.is_dir() and any(images.iterdir())) or (final / "train.csv").exists()) and not self.overwrite:
+            raise FileExistsError(f"{given} already holds a dataset; pass overwrite=True to replace it")
+        self._replacing = files.replacing_folder(final, carry=self._carried())
+        self.building = self._replacing.__enter__()  # left by finish() (swap) or abort() (discard)
         self.staging = self.building / _TRAIN_IMAGES
-        self.staging.mkdir(parents=True)
+        self.staging.mkdir()
         self._ids: dict[str, str] = {}
 
     def _carried(self) -> list[Path]:
@@ -306,7 +288,7 @@ class _Output:
         self.rows.append((image_id, rles, int(shape[0]), int(shape[1]), split, group))
 
     def abort(self) -> None:
-        shutil.rmtree(self.building, ignore_errors=True)
+        self._replacing.__exit__(RuntimeError, RuntimeError("conversion aborted"), None)
 
     def finish(self) -> pd.DataFrame:
         classes = list(self.class_names)
@@ -321,12 +303,10 @@ class _Output:
             severstal.write_train_csv(wide, self.building / "train.csv")
             severstal.write_classes(self.building, self.class_names)
             severstal.write_splits(self.building, splits)
-            for entry in self._carried():
-                files.link_tree(entry, self.building / entry.name)
-            files.swap_folder(self.building, self.final)
         except BaseException:
             self.abort()
             raise
+        self._replacing.__exit__(None, None, None)  # carries the other entries over, then swaps
         wide.attrs["skipped"] = dict(self.skipped)
         wide.attrs["empty_masks"] = sorted(self.empty_masks)
         wide.attrs["padded"] = sorted(self.padded)
@@ -422,7 +402,7 @@ def convert_index_masks(
             if not mask_path.is_file():
                 raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
             labels, _ = read_label_image(mask_path)
-            shape = _image_size(image)
+            shape = files.image_size(image, decode=True)
             _check_size(mask_path, labels.shape, image, shape)
             present = np.unique(labels)
             unknown = np.setdiff1d(present, allowed)
@@ -600,7 +580,7 @@ def convert_folder_masks(
     def body() -> None:
         for folder, image in tqdm(items, desc="folder masks", unit="image", disable=not progress):
             mask_path = image.with_suffix(mask_suffix)
-            shape = _image_size(image)
+            shape = files.image_size(image, decode=True)
             free = folder not in class_of
             if not mask_path.is_file():
                 if not free:
@@ -931,7 +911,7 @@ def convert_box_annotations(
         for path in tqdm(paths, desc="box annotations", unit="image", disable=not progress):
             group = group_of[path.stem]
             if tile is None:
-                shape = _image_size(path)
+                shape = files.image_size(path, decode=True)
                 mask = _box_mask(by_image.get(path.name, boxes.iloc[:0]), shape, clipped)
                 shutil.copyfile(path, output.claim(path.name, path))
                 output.add(path.name, {1: mask}, shape, split_of[group], group)

@@ -155,10 +155,17 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header only."""
-    with _open(Path(path)) as image:
+def image_size(path: str | os.PathLike, decode: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header; ``decode`` also decodes the pixels,
+    so a truncated or damaged file raises ``ValueError`` naming it."""
+    path = Path(path)
+    with _open(path) as image:
         width, height = image.size
+        if decode:
+            try:
+                image.load()
+            except (OSError, ValueError, SyntaxError) as err:
+                raise ValueError(f"corrupt or truncated image {path}: {err}") from None
     return height, width
 
 
