@@ -225,7 +225,6 @@ def _binary(path: Path, threshold: int, faint: list[str] | None = None) -> np.nd
 # ----------------------------------------------------------------------------- output handling
 
 
-_DATASET_ENTRIES = (_TRAIN_IMAGES, "train.csv", "classes.csv", "splits.csv")
 _STALE_ENTRIES = (f"{_TRAIN_IMAGES}.partial",)  # staging folder of older versions of this module
 
 
@@ -272,7 +271,7 @@ class _Output:
         """Entries of the existing folder that are not dataset files (kept across the swap)."""
         if not self.final.is_dir():
             return []
-        skip = {*_DATASET_ENTRIES, *_STALE_ENTRIES}
+        skip = {*severstal.DATASET_ENTRIES, *_STALE_ENTRIES}
         return sorted(p for p in self.final.iterdir() if p.name not in skip)
 
     def claim(self, image_id: str, source: Path | str) -> Path:

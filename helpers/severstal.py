@@ -23,6 +23,7 @@ import pandas as pd
 from . import checks, files, rle
 
 __all__ = [
+    "DATASET_ENTRIES",
     "SUBMISSION_LAYOUTS",
     "class_columns",
     "decode_masks",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 SUBMISSION_LAYOUTS = ("ImageId,EncodedPixels,ClassId", "ImageId_ClassId,EncodedPixels")
+DATASET_ENTRIES = ("train_images", "train.csv", "classes.csv", "splits.csv")  # what a dataset folder holds
 MAX_CLASSES = 255  # class ids fit an 8-bit index mask; a larger id is a typo, not a dataset
 
 
@@ -76,6 +78,15 @@ def _class_ids(values: pd.Series, csv_path: Path, column: str = "ClassId") -> pd
     return numbers.astype(int)
 
 
+def _split_image_class(joined: pd.Series, csv_path: Path) -> tuple[pd.Series, pd.Series]:
+    """ImageIds and class-id texts of Kaggle's first layout (``<ImageId>_<ClassId>``)."""
+    parts = joined.str.rsplit("_", n=1, expand=True)
+    if parts.shape[1] != 2 or parts[1].isna().any():
+        row = _first_bad(parts.isna().any(axis=1)) if parts.shape[1] == 2 else 0
+        raise ValueError(f"{csv_path} line {row + 2}: ImageId_ClassId {joined.iloc[row]!r} has no '_<class>'")
+    return parts[0], parts[1]
+
+
 def _read_long(csv_path: Path) -> pd.DataFrame:
     raw = files.read_csv(csv_path, dtype=str, keep_default_na=False)
     columns = list(raw.columns)
@@ -87,11 +98,8 @@ def _read_long(csv_path: Path) -> pd.DataFrame:
     if new_layout:
         long = raw[["ImageId", "ClassId", "EncodedPixels"]].copy()
     elif old_layout:
-        parts = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True)
-        if parts.shape[1] != 2 or parts[1].isna().any():
-            row = int(np.flatnonzero(parts.isna().any(axis=1).to_numpy())[0]) if parts.shape[1] == 2 else 0
-            raise ValueError(f"{csv_path} line {row + 2}: ImageId_ClassId {raw['ImageId_ClassId'].iloc[row]!r} has no '_<class>'")
-        long = pd.DataFrame({"ImageId": parts[0], "ClassId": parts[1], "EncodedPixels": raw["EncodedPixels"]})
+        ids, classes = _split_image_class(raw["ImageId_ClassId"], csv_path)
+        long = pd.DataFrame({"ImageId": ids, "ClassId": classes, "EncodedPixels": raw["EncodedPixels"]})
     else:
         raise ValueError(
             f"{csv_path}: unknown columns {columns}; expected ImageId,ClassId,EncodedPixels "
@@ -303,11 +311,7 @@ def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
     if layout == SUBMISSION_LAYOUTS[0]:
         ids, classes = raw["ImageId"], raw["ClassId"]
     else:
-        parts = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True)
-        if parts.shape[1] != 2 or parts[1].isna().any():
-            row = _first_bad(parts.isna().any(axis=1)) if parts.shape[1] == 2 else 0
-            raise ValueError(f"{path} line {row + 2}: ImageId_ClassId {raw['ImageId_ClassId'].iloc[row]!r} has no '_<class>'")
-        ids, classes = parts[0], parts[1]
+        ids, classes = _split_image_class(raw["ImageId_ClassId"], path)
     _check_image_ids(ids, path)
     table = pd.DataFrame({"ImageId": ids.to_numpy(), "ClassId": _class_ids(classes, path).to_numpy()})
     repeated = table.duplicated()

@@ -73,7 +73,6 @@ MIN_WIDTH = 32
 
 # Seed-sequence tags keep the per-image streams independent of one another.
 _DRAW, _PLAN, _FILL = 0, 1, 2
-_DATASET_ENTRIES = ("train_images", "train.csv", "classes.csv", "splits.csv")  # replaced by a new dataset
 
 
 # --------------------------------------------------------------------------- naming / plan
@@ -423,7 +422,7 @@ def make_steel_dataset(
                 f"{images_dir} already holds {len(stale)} image(s) not in this dataset, e.g. {stale[:3]}; "
                 "generate into an empty folder or pass overwrite=True"
             )
-    kept = [p for p in out_dir.iterdir() if p.name not in _DATASET_ENTRIES] if out_dir.is_dir() else []
+    kept = [p for p in out_dir.iterdir() if p.name not in severstal.DATASET_ENTRIES] if out_dir.is_dir() else []
     with files.replacing_folder(out_dir, carry=kept) as building:  # a killed run leaves the old dataset whole
         rows = []
         for index in tqdm(range(n_images), disable=not progress, desc="synthetic steel", unit="img"):
