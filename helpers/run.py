@@ -317,7 +317,7 @@ class _RunRecord:
     """``run.json`` of a run folder, rewritten after every notebook (entries of the same profile kept)."""
 
     def __init__(self, path: Path, profile: str):
-        from . import files
+        from helpers.core import files
 
         self.path, self.profile, self.entries = path, profile, []
         if path.is_file():
@@ -335,7 +335,7 @@ class _RunRecord:
     def add(self, name: str, status: str, seconds: float, parameters: dict) -> None:
         entry = {"name": name, "status": status, "seconds": round(seconds, 1), "parameters": parameters}
         self.entries = sorted([e for e in self.entries if e["name"] != name] + [entry], key=lambda e: e["name"])
-        from . import files
+        from helpers.core import files
 
         summary = {"profile": self.profile, "notebooks": self.entries,
                    "total_seconds": round(sum(e["seconds"] for e in self.entries), 1)}

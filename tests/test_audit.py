@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import audit, files
+from helpers.core import files
+from helpers.data import audit
 
 
 def save(path: Path, array: np.ndarray) -> Path:

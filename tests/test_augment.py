@@ -1,4 +1,4 @@
-"""Tests of helpers.augment: albumentations pipelines applied identically to image and masks."""
+"""Tests of helpers.data.augment: albumentations pipelines applied identically to image and masks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import augment
+from helpers.data import augment
 
 HEIGHT, WIDTH, N_CLASSES = 64, 256, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_bad_arguments(call, message):
 
 def test_no_tensorflow_import():
     code = (
-        "import sys, helpers.augment, helpers.splits; "
+        "import sys, helpers.data.augment, helpers.data.splits; "
         "print(any(m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

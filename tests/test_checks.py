@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import checks
+from helpers.core import checks
 
 # (call, expected value)
 GOOD = [

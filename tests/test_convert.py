@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import audit, convert, rle, severstal
+from helpers.core import rle, severstal
+from helpers.data import audit, convert
 
 # ----------------------------------------------------------------------------- fixture builders
 
@@ -772,7 +773,8 @@ KILL_CHILD = r"""
 import os, signal, shutil, sys
 from collections.abc import Callable
 from pathlib import Path
-from helpers import convert, files
+from helpers.core import files
+from helpers.data import convert
 
 point, images, masks, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 

@@ -1,5 +1,5 @@
-"""Tests of helpers.explain: Grad-CAM(++) on toy models with known answers and on resnet18 models, nested and
-shared sub-models, pooled features, t-SNE and its scores, CAMs against masks, pseudo-masks, pictures.
+"""Tests of helpers.studies.explain: Grad-CAM(++) on toy models with known answers and on resnet18 builders, nested and
+shared sub-builders, pooled features, t-SNE and its scores, CAMs against masks, pseudo-masks, pictures.
 
 The toy CNN (16x16 grey images of 0/1) has one 1x1 convolution ``features``: channel 0 = relu(x - 0.5)
 (bright pixels), channel 1 = relu(0.5 - x) (dark pixels); global average pooling; a softmax head whose
@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from helpers import explain, models
+from helpers.modeling import builders
+from helpers.studies import explain
 from helpers.backend import keras, tf
 
 SIZE = 16
@@ -81,13 +82,13 @@ def toy_segmenter():
 @pytest.fixture(scope="module")
 def classifier():
     keras.utils.set_random_seed(0)
-    return models.build_classifier("resnet18", input_shape=SHAPE, n_outputs=2)
+    return builders.build_classifier("resnet18", input_shape=SHAPE, n_outputs=2)
 
 
 @pytest.fixture(scope="module")
 def segmenter():
     keras.utils.set_random_seed(0)
-    return models.build_segmenter("unet", "resnet18", input_shape=SHAPE, classes=2)
+    return builders.build_segmenter("unet", "resnet18", input_shape=SHAPE, classes=2)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_pooled_features_of_the_toy_are_the_bright_and_dark_fractions(toy):
 @pytest.mark.parametrize("which", ["classifier", "segmenter"])
 def test_pooled_features_are_the_pooled_encoder_output(which, request, grey):
     model = request.getfixturevalue(which)
-    deepest = models.encoder_model(model, "resnet18")(grey, training=False)[0]
+    deepest = builders.encoder_model(model, "resnet18")(grey, training=False)[0]
     features = explain.pooled_features(model, grey, batch_size=1)
     assert features.shape == (2, 512)
     expected = np.asarray(deepest).mean(axis=(1, 2))  # batch of 2 against batches of 1: float rounding only

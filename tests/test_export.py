@@ -1,8 +1,8 @@
-"""Tests of helpers.export: TFLite conversion in every mode, the predictor, op fallbacks, optional ONNX.
+"""Tests of helpers.deploy.export: TFLite conversion in every mode, the predictor, op fallbacks, optional ONNX.
 
 A tiny seeded U-Net-like model (Rescaling, 3 convolutions, BatchNorm, upsampling, skip, sigmoid
 head; 32x48 input) converts in well under a second per mode; the architectures of
-helpers.models are covered on a MobileNet 0.25 backbone with small decoders (64x64, PSPNet 48x48).
+helpers.modeling.builders are covered on a MobileNet 0.25 backbone with small decoders (64x64, PSPNet 48x48).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers import export, files, models
+from helpers.core import files
+from helpers.deploy import export
+from helpers.modeling import builders
 from helpers.backend import keras, tf
 
 SIZE = (32, 48)
@@ -131,10 +133,10 @@ def test_every_architecture_converts_in_float32_and_int8(arch):
     keras.utils.set_random_seed(0)
     side = 48 if arch == "pspnet" else 64
     if arch == "classifier":
-        model = models.build_classifier("mobilenet", input_shape=(None, None, 1), n_outputs=3, alpha=0.25)
+        model = builders.build_classifier("mobilenet", input_shape=(None, None, 1), n_outputs=3, alpha=0.25)
     else:
-        shape = (side, side, 1) if models.needs_fixed_size(arch) else (None, None, 1)
-        model = models.build_segmenter(arch, "mobilenet", input_shape=shape, classes=2, alpha=0.25, **ARCHITECTURES[arch])
+        shape = (side, side, 1) if builders.needs_fixed_size(arch) else (None, None, 1)
+        model = builders.build_segmenter(arch, "mobilenet", input_shape=shape, classes=2, alpha=0.25, **ARCHITECTURES[arch])
     _spread_batchnorm(model, seed=1)
     images = np.random.default_rng(0).uniform(0, 255, (3, side, side, 1)).astype("float32")
     expected = model(images, training=False).numpy()
@@ -299,7 +301,7 @@ def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
     keras.utils.set_random_seed(0)
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
-    model = models.build_segmenter(**settings)
+    model = builders.build_segmenter(**settings)
     _spread_batchnorm(model, seed=2)
     run_dir = tmp_path / "models" / "unet-mobilenet"
     run_dir.mkdir(parents=True)
@@ -437,7 +439,7 @@ def run_dir(tmp_path_factory):
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
     folder = tmp_path_factory.mktemp("run")
-    models.build_segmenter(**settings).save_weights(folder / "best.weights.h5")
+    builders.build_segmenter(**settings).save_weights(folder / "best.weights.h5")
     (folder / "build.json").write_text(json.dumps(settings))
     return folder
 

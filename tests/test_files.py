@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import files, pipeline
+from helpers.core import files
+from helpers.data import pipeline
 
 
 def _png_declaring(path: Path, height: int, width: int) -> Path:

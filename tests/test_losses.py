@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import losses
+from helpers.modeling import losses
 
 ROOT = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import metrics
+from helpers.modeling import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,7 +257,7 @@ def test_keras_metric_edge_cases_and_arguments():
 
 
 def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
-    from helpers import losses
+    from helpers.modeling import losses
     from helpers.backend import keras
 
     x = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1)
@@ -288,7 +288,7 @@ def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
 
 
 def test_class_keys_make_valid_metric_names():
-    from helpers import metrics as m
+    from helpers.modeling import metrics as m
 
     assert m.class_keys({1: "class 1", 2: "Blow-hole", 3: "pits"}) == {1: "class_1", 2: "Blow_hole", 3: "pits"}
 

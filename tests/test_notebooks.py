@@ -9,7 +9,8 @@ import nbformat
 import papermill
 import pytest
 
-from helpers import run, severstal
+from helpers import run
+from helpers.core import severstal
 
 NOTEBOOKS = run.list_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -152,14 +153,14 @@ def _fake_competition(folder: Path, layout: str) -> list[tuple[str, int]]:
 
     import pandas as pd
 
-    from helpers import synth
+    from helpers.data.synth import steel
 
-    train = synth.make_steel_dataset(folder, n_images=16, height=64, width=320, seed=3, progress=False)
+    train = steel.make_steel_dataset(folder, n_images=16, height=64, width=320, seed=3, progress=False)
     (folder / "classes.csv").unlink()  # Kaggle ships none: classes 1-4 by default
     if layout == "ImageId_ClassId,EncodedPixels":  # the 2019 layout: every image x class, empty masks included
         rows = [f"{image}_{c},{train.loc[image, c]}" for image in train.index for c in range(1, 5)]
         (folder / "train.csv").write_text("ImageId_ClassId,EncodedPixels\n" + "\n".join(rows) + "\n")
-    synth.make_steel_dataset(folder.parent / "test-source", n_images=3, height=64, width=320, seed=4,
+    steel.make_steel_dataset(folder.parent / "test-source", n_images=3, height=64, width=320, seed=4,
                              min_images_per_class=0, progress=False)
     shutil.move(folder.parent / "test-source" / "train_images", folder / "test_images")
     names = sorted(p.name for p in (folder / "test_images").iterdir())[::-1]

@@ -48,9 +48,58 @@ def test_keras_flavour_is_set_in_exactly_one_place():
     assert hits == ["helpers/backend.py"]
 
 
-def test_importing_helpers_loads_no_keras():
-    code = ("import sys, helpers, helpers.rle, helpers.severstal, helpers.synth, helpers.convert, helpers.audit, helpers.run, "
-            "helpers.losses, helpers.metrics, helpers.eda, helpers.viz, helpers.benchmark, helpers.outputs; "
+# What each layer may import (besides itself); see the helpers package docstring.
+ALLOWED_IMPORTS = {
+    "core": set(),
+    "data": {"core", "backend"},
+    "modeling": {"core", "backend"},
+    "studies": {"core", "backend", "data", "modeling"},
+    "deploy": {"core", "backend", "data", "modeling"},
+    "backend": set(),
+    "run": {"core"},
+}
+
+
+def helpers_modules() -> list[str]:
+    return sorted(".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for path in (ROOT / "helpers").rglob("*.py"))
+
+
+def imported_layers(path: Path) -> set[str]:
+    """Layers of helpers that a module imports (``helpers.<layer>...``)."""
+    text = path.read_text()
+    assert not re.search(r"^\s*from \.", text, re.M), f"{path}: relative import; import helpers.<layer> explicitly"
+    return set(re.findall(r"^\s*(?:from|import) helpers\.(\w+)", text, re.M))
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_the_layers_below():
+    for path in sorted((ROOT / "helpers").rglob("*.py")):
+        parts = path.relative_to(ROOT / "helpers").with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        layer = parts[0]
+        assert layer in ALLOWED_IMPORTS, f"{path}: not in a layer {sorted(ALLOWED_IMPORTS)}"
+        wrong = imported_layers(path) - ALLOWED_IMPORTS[layer] - {layer}
+        assert not wrong, f"{path} ({layer}) imports {sorted(wrong)}"
+
+
+def test_every_package_lists_its_modules_in_all():
+    for init in (ROOT / "helpers").rglob("__init__.py"):
+        listed = __import__("ast").literal_eval(re.search(r"__all__ = (\[.*?\])", init.read_text(), re.S)[1])
+        present = sorted(p.stem if p.suffix else p.name for p in init.parent.iterdir()
+                         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file())
+        assert sorted(listed) == present, init
+
+
+def test_importing_the_packages_and_the_numpy_modules_loads_no_keras():
+    packages = [m for m in helpers_modules() if (ROOT / m.replace(".", "/") / "__init__.py").is_file()]
+    numpy_only = ["helpers.core.rle", "helpers.core.severstal", "helpers.core.files", "helpers.core.viz",
+                  "helpers.core.outputs", "helpers.data.synth.steel", "helpers.data.synth.chest", "helpers.data.synth.weld",
+                  "helpers.data.convert", "helpers.data.audit", "helpers.data.eda", "helpers.data.splits",
+                  "helpers.data.radiographs", "helpers.data.augment", "helpers.modeling.losses",
+                  "helpers.modeling.metrics", "helpers.modeling.postprocess", "helpers.studies.rle_benchmark",
+                  "helpers.studies.weak", "helpers.deploy.report", "helpers.run"]
+    code = (f"import sys, {', '.join(packages + numpy_only)}; "
             "print(any(m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests of helpers.pipeline: dataset checks and tf.data batches on tiny synthetic datasets."""
+"""Tests of helpers.data.pipeline: dataset checks and tf.data batches on tiny synthetic datasets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import augment, files, pipeline, severstal, synth
+from helpers.core import files, severstal
+from helpers.data import augment, pipeline
+from helpers.data.synth import steel
 from helpers.backend import tf
 
 HEIGHT, WIDTH, N_IMAGES = 64, 256, 12
@@ -22,7 +24,7 @@ CROP = (32, 128)
 def clean(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """12 synthetic steel strips of 64x256 and their wide table."""
     out_dir = tmp_path_factory.mktemp("pipeline") / "steel"
-    wide = synth.make_steel_dataset(out_dir, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, seed=0, progress=False)
+    wide = steel.make_steel_dataset(out_dir, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, seed=0, progress=False)
     return out_dir, wide
 
 
@@ -107,7 +109,7 @@ def test_make_dataset_raises_naming_files(broken):
 
 def test_skip_bad_drops_and_logs(broken, caplog):
     out_dir, table, victims = broken
-    with caplog.at_level(logging.WARNING, logger="helpers.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="helpers.data.pipeline"):
         dataset = pipeline.make_dataset(out_dir, list(table.index), table, 4, training=False, skip_bad=True, progress=False)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert f"dropping {len(victims)} bad image(s)" in logged

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import postprocess, rle
+from helpers.core import rle
+from helpers.modeling import postprocess
 
 
 def test_remove_small_drops_components_below_the_area():

@@ -1,4 +1,4 @@
-"""Tests of helpers.predict: a folder of images -> submission.csv + overlay PNGs, with .tflite and Keras models."""
+"""Tests of helpers.deploy.predict: a folder of images -> submission.csv + overlay PNGs, with .tflite and Keras builders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import export, files, models, predict, rle, severstal
+from helpers.core import files, rle, severstal
+from helpers.deploy import export, predict
+from helpers.modeling import builders
 from helpers.backend import keras
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +77,7 @@ def test_a_keras_model_folder_as_written_by_notebook_03_predicts_a_folder(images
     keras.utils.set_random_seed(0)
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
-    model = models.build_segmenter(**settings)
+    model = builders.build_segmenter(**settings)
     run_dir = tmp_path / "models" / "unet-mobilenet"
     run_dir.mkdir(parents=True)
     model.save_weights(run_dir / "best.weights.h5")
@@ -194,7 +196,7 @@ def test_main_returns_1_with_the_message_on_errors(tflite_model, tmp_path, capsy
 
 
 def test_command_line_entry_writes_submission_and_overlays(tflite_model, images_dir, tmp_path):
-    command = [sys.executable, "-m", "helpers.predict", str(tflite_model), str(images_dir), str(tmp_path / "out"),
+    command = [sys.executable, "-m", "helpers.deploy.predict", str(tflite_model), str(images_dir), str(tmp_path / "out"),
                "--threshold", "0.5", "--min-area", "0", "0", "--batch-size", "3", "--threads", "1"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from helpers import profiling
+from helpers.studies import profiling
 from helpers.backend import keras, tf
 
 

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import outputs, report  # noqa: E402
+from helpers.core import outputs
+from helpers.deploy import report# noqa: E402
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import benchmark, rle
+from helpers.core import rle
+from helpers.studies import rle_benchmark
 
 
 def grid(rows: list[str]) -> np.ndarray:
@@ -47,12 +48,12 @@ def test_round_trips_both_ways(name, mask, expected):
 
 
 def test_round_trip_on_kaggle_sized_masks():
-    masks = benchmark.realistic_masks(5, (256, 1600), seed=3)
+    masks = rle_benchmark.realistic_masks(5, (256, 1600), seed=3)
     for mask in masks:
         encoded = rle.encode(mask)
         np.testing.assert_array_equal(rle.decode(encoded, mask.shape), mask)
-        assert encoded == benchmark.baseline_mask2rle(mask)
-        np.testing.assert_array_equal(benchmark.baseline_rle2mask(encoded, mask.shape), mask)
+        assert encoded == rle_benchmark.baseline_mask2rle(mask)
+        np.testing.assert_array_equal(rle_benchmark.baseline_rle2mask(encoded, mask.shape), mask)
 
 
 def test_touching_runs_decode_to_the_union():
@@ -106,7 +107,7 @@ OVERFLOW_STRINGS = [
 def test_overflowing_runs_raise_instead_of_crashing(text):
     """In a child process: before the fix these killed the interpreter (SIGSEGV)."""
     code = (
-        "from helpers import rle\n"
+        "from helpers.core import rle\n"
         f"try:\n    rle.decode({text!r}, (10, 10))\nexcept ValueError as err:\n    print('ValueError', err)\n"
         f"print('problem', rle.problem({text!r}, (10, 10)))\n"
     )

@@ -179,7 +179,7 @@ def test_a_truncated_run_json_is_named_and_left_alone(notebooks_dir, tmp_path, c
 
 
 def test_run_json_is_written_atomically(notebooks_dir, tmp_path, monkeypatch):
-    from helpers import files
+    from helpers.core import files
 
     run_dir = run.run_notebooks("smoke", only=["00"], outputs_root=tmp_path / "out", progress=False, notebooks_dir=notebooks_dir)
     before = (run_dir / "run.json").read_text()

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import files, severstal
+from helpers.core import files, severstal
 
 SHAPE = (4, 6)  # every fixture image is 4x6
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.splits: stratified, group and splits.csv train/validation splits, k folds."""
+"""Tests of helpers.data.splits: stratified, group and splits.csv train/validation splits, k folds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import severstal, splits
+from helpers.core import severstal
+from helpers.data import splits
 
 # Class combinations of a hand-made table: count of images per combination ("" = defect-free).
 COMBINATIONS = {"": 20, "3": 15, "1": 6, "4": 5, "3+4": 3, "1+3": 2, "2": 1, "1+2": 1}

@@ -1,4 +1,4 @@
-"""Tests of helpers.synth_chest: the built-in synthetic chest radiographs in the CheXpert layout."""
+"""Tests of helpers.data.synth.chest: the built-in synthetic chest radiographs in the CheXpert layout."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import datasets, synth_chest
+from helpers.data import radiographs
+from helpers.data.synth import chest
 
-FINDINGS = list(synth_chest.FINDINGS)
+FINDINGS = list(chest.FINDINGS)
 SIZE = (256, 256)
 
 
@@ -32,11 +33,11 @@ def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stats() -> dict:
-    return synth_chest.label_statistics()
+    return chest.label_statistics()
 
 
 def test_shipped_statistics_are_small_and_consistent(stats):
-    path = Path(synth_chest.__file__).with_name(synth_chest.STATISTICS_FILE)
+    path = Path(chest.__file__).with_name(chest.STATISTICS_FILE)
     assert 2_000 < path.stat().st_size < 30_000
     assert stats["findings"] == FINDINGS
     n = stats["n_rows"]
@@ -73,7 +74,7 @@ CSV_ROWS = [  # (findings flagged 1.0, findings flagged -1.0, findings 0.0, view
 
 
 def _tiny_chexpert(folder: Path) -> Path:
-    lines = [",".join(datasets.CHEXPERT_COLUMNS)]
+    lines = [",".join(radiographs.CHEXPERT_COLUMNS)]
     for i, (positive, uncertain, negative, view, projection) in enumerate(CSV_ROWS):
         values = ["1.0" if f in positive else "-1.0" if f in uncertain else "0.0" if f in negative else "" for f in FINDINGS]
         kind = "frontal" if view == "Frontal" else "lateral"
@@ -87,7 +88,7 @@ def _tiny_chexpert(folder: Path) -> Path:
 
 
 def test_derive_label_statistics_on_a_tiny_table(tmp_path):
-    stats = synth_chest.derive_label_statistics(_tiny_chexpert(tmp_path), coverage=0.8)
+    stats = chest.derive_label_statistics(_tiny_chexpert(tmp_path), coverage=0.8)
     no_finding = "1" + "0" * 13
     edema_only = "".join("1" if g == "Edema" else "0" for g in FINDINGS)
     edema_effusion = "".join("1" if g in ("Edema", "Pleural Effusion") else "0" for g in FINDINGS)
@@ -106,14 +107,14 @@ def test_derive_label_statistics_on_a_tiny_table(tmp_path):
     assert stats["studies_per_patient"] == {"2": 1, "3": 1}
     assert stats["views_per_study"] == {"F": 4, "FL": 1}
     assert json.loads(json.dumps(stats)) == stats  # JSON-ready
-    full = synth_chest.derive_label_statistics(tmp_path / "CheXpert-v1.0-small" / "train.csv", coverage=1.0)
+    full = chest.derive_label_statistics(tmp_path / "CheXpert-v1.0-small" / "train.csv", coverage=1.0)
     assert full["residual"]["rows"] == 0 and len(full["patterns"]) == 4
 
 
 @pytest.mark.parametrize("coverage", [0.0, 1.5, -1])
 def test_derive_label_statistics_rejects_bad_coverage(tmp_path, coverage):
     with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\]"):
-        synth_chest.derive_label_statistics(tmp_path / "x.csv", coverage=coverage)
+        chest.derive_label_statistics(tmp_path / "x.csv", coverage=coverage)
 
 
 # --------------------------------------------------------------------------- label sampling
@@ -121,7 +122,7 @@ def test_derive_label_statistics_rejects_bad_coverage(tmp_path, coverage):
 
 @pytest.fixture(scope="module")
 def sampled(stats) -> pd.DataFrame:
-    return synth_chest.sample_labels(4000, seed=0, statistics=stats)
+    return chest.sample_labels(4000, seed=0, statistics=stats)
 
 
 def test_sampled_labels_use_chexpert_coding(sampled):
@@ -155,9 +156,9 @@ def test_sampled_cooccurrence_follows_the_patterns(sampled, stats):
 
 
 def test_sample_labels_is_seeded(stats):
-    first = synth_chest.sample_labels(50, seed=3, statistics=stats)
-    pd.testing.assert_frame_equal(first, synth_chest.sample_labels(50, seed=3, statistics=stats))
-    assert not first.equals(synth_chest.sample_labels(50, seed=4, statistics=stats))
+    first = chest.sample_labels(50, seed=3, statistics=stats)
+    pd.testing.assert_frame_equal(first, chest.sample_labels(50, seed=3, statistics=stats))
+    assert not first.equals(chest.sample_labels(50, seed=4, statistics=stats))
 
 
 def test_sample_labels_from_custom_statistics():
@@ -168,13 +169,13 @@ def test_sample_labels_from_custom_statistics():
         "residual": {"rows": 0, "flagged": dict.fromkeys(FINDINGS, 0)},
         "values": {f: {"positive": 1, "uncertain": 0, "negative": 0, "blank": 1} for f in FINDINGS},
     }
-    labels = synth_chest.sample_labels(20, seed=1, statistics=stats)
+    labels = chest.sample_labels(20, seed=1, statistics=stats)
     assert (labels[["Edema", "Support Devices"]] == 1.0).all().all()
     assert labels.drop(columns=["Edema", "Support Devices"]).isna().all().all()
     with pytest.raises(ValueError, match="statistics list findings"):
-        synth_chest.sample_labels(5, statistics={**stats, "findings": FINDINGS[::-1]})
+        chest.sample_labels(5, statistics={**stats, "findings": FINDINGS[::-1]})
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
-        synth_chest.sample_labels(0, statistics=stats)
+        chest.sample_labels(0, statistics=stats)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -182,20 +183,20 @@ def test_sample_labels_from_custom_statistics():
 
 def test_render_is_deterministic_grey_uint8():
     labels = {"Cardiomegaly": 1.0, "Support Devices": 1.0, "Pneumonia": -1.0}
-    image = synth_chest.render_chest(labels, seed=5, size=SIZE)
+    image = chest.render_chest(labels, seed=5, size=SIZE)
     assert image.dtype == np.uint8 and image.shape == SIZE
-    np.testing.assert_array_equal(image, synth_chest.render_chest(labels, seed=5, size=SIZE))
+    np.testing.assert_array_equal(image, chest.render_chest(labels, seed=5, size=SIZE))
     assert image.std() > 30  # a radiograph, not a flat image
     for other in (dict(seed=6), dict(seed=5, variant=1), dict(seed=[5, 1])):
-        assert not np.array_equal(image, synth_chest.render_chest(labels, size=SIZE, **other))
-    by_list = synth_chest.render_chest([labels.get(f, np.nan) for f in FINDINGS], seed=5, size=SIZE)
+        assert not np.array_equal(image, chest.render_chest(labels, size=SIZE, **other))
+    by_list = chest.render_chest([labels.get(f, np.nan) for f in FINDINGS], seed=5, size=SIZE)
     np.testing.assert_array_equal(image, by_list)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (128, 96), (320, 256)])
 @pytest.mark.parametrize("view", ["Frontal", "Lateral"])
 def test_render_sizes_and_views(size, view):
-    image = synth_chest.render_chest({"Pleural Effusion": 1.0, "Lung Lesion": 1.0}, seed=1, size=size, view=view)
+    image = chest.render_chest({"Pleural Effusion": 1.0, "Lung Lesion": 1.0}, seed=1, size=size, view=view)
     assert image.shape == size and image.dtype == np.uint8
     centre = image[size[0] // 4 : 3 * size[0] // 4, size[1] // 4 : 3 * size[1] // 4]
     assert np.percentile(image, 2) < 0.5 * centre.mean()  # air around the body is darker than the chest
@@ -223,8 +224,8 @@ EXPECTED = {
 @pytest.mark.parametrize("seed", [3, 11, 20])
 @pytest.mark.parametrize("finding", list(EXPECTED))
 def test_each_finding_changes_its_region_of_a_fixed_base(finding, seed):
-    base = synth_chest.render_chest({}, seed=seed, size=SIZE).astype(int)
-    shown = synth_chest.render_chest({finding: 1.0}, seed=seed, size=SIZE).astype(int)
+    base = chest.render_chest({}, seed=seed, size=SIZE).astype(int)
+    shown = chest.render_chest({finding: 1.0}, seed=seed, size=SIZE).astype(int)
     diff = shown - base
     changed = np.abs(diff) >= 6
     assert changed.sum() >= 15, f"{finding} barely visible"
@@ -241,9 +242,9 @@ def test_each_finding_changes_its_region_of_a_fixed_base(finding, seed):
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_effusion_brightens_the_lower_zone_of_the_same_base(seed):
-    base = synth_chest.render_chest({}, seed=seed, size=SIZE).astype(float)
-    regions = synth_chest.finding_regions({"Pleural Effusion": 1.0}, seed=seed, size=SIZE)["Pleural Effusion"]
-    shown = synth_chest.render_chest({"Pleural Effusion": 1.0}, seed=seed, size=SIZE).astype(float)
+    base = chest.render_chest({}, seed=seed, size=SIZE).astype(float)
+    regions = chest.finding_regions({"Pleural Effusion": 1.0}, seed=seed, size=SIZE)["Pleural Effusion"]
+    shown = chest.render_chest({"Pleural Effusion": 1.0}, seed=seed, size=SIZE).astype(float)
     y, _ = _grid(SIZE)
     assert regions.any() and y[regions].mean() > 0.55  # a basal opacity
     assert shown[regions].mean() - base[regions].mean() > 25
@@ -251,9 +252,9 @@ def test_effusion_brightens_the_lower_zone_of_the_same_base(seed):
 
 @pytest.mark.parametrize("seed", [3, 7, 20])
 def test_pneumothorax_shows_a_dark_periphery_behind_a_pleural_line(seed):
-    base = synth_chest.render_chest({}, seed=seed, size=SIZE).astype(float)
-    shown = synth_chest.render_chest({"Pneumothorax": 1.0}, seed=seed, size=SIZE).astype(float)
-    region = synth_chest.finding_regions({"Pneumothorax": 1.0}, seed=seed, size=SIZE, threshold=0.05)["Pneumothorax"]
+    base = chest.render_chest({}, seed=seed, size=SIZE).astype(float)
+    shown = chest.render_chest({"Pneumothorax": 1.0}, seed=seed, size=SIZE).astype(float)
+    region = chest.finding_regions({"Pneumothorax": 1.0}, seed=seed, size=SIZE, threshold=0.05)["Pneumothorax"]
     space, line = region & (shown < base), region & (shown > base)
     _, x = _grid(SIZE)
     assert space.sum() > 500 and np.abs(x[space] - 0.5).mean() > 0.2  # along the chest wall
@@ -263,24 +264,24 @@ def test_pneumothorax_shows_a_dark_periphery_behind_a_pleural_line(seed):
 
 
 def test_uncertain_findings_are_drawn_weaker():
-    base = synth_chest.render_chest({}, seed=9, size=SIZE).astype(int)
+    base = chest.render_chest({}, seed=9, size=SIZE).astype(int)
     for finding in ("Lung Lesion", "Pleural Effusion", "Edema"):
-        sure = np.abs(synth_chest.render_chest({finding: 1.0}, seed=9, size=SIZE).astype(int) - base).sum()
-        unsure = np.abs(synth_chest.render_chest({finding: -1.0}, seed=9, size=SIZE).astype(int) - base).sum()
+        sure = np.abs(chest.render_chest({finding: 1.0}, seed=9, size=SIZE).astype(int) - base).sum()
+        unsure = np.abs(chest.render_chest({finding: -1.0}, seed=9, size=SIZE).astype(int) - base).sum()
         assert 0 < unsure < sure, finding
 
 
 @pytest.mark.parametrize("finding", [f for f in FINDINGS if f != "No Finding"])
 def test_each_finding_shows_on_lateral_views(finding):
-    base = synth_chest.render_chest({}, seed=4, size=SIZE, view="Lateral").astype(int)
-    shown = synth_chest.render_chest({finding: 1.0}, seed=4, size=SIZE, view="Lateral").astype(int)
+    base = chest.render_chest({}, seed=4, size=SIZE, view="Lateral").astype(int)
+    shown = chest.render_chest({finding: 1.0}, seed=4, size=SIZE, view="Lateral").astype(int)
     assert (np.abs(shown - base) >= 6).sum() >= 10
 
 
 def test_lateral_and_ap_views_differ_from_pa():
-    pa = synth_chest.render_chest({}, seed=2, size=SIZE)
-    assert not np.array_equal(pa, synth_chest.render_chest({}, seed=2, size=SIZE, projection="AP"))
-    lateral = synth_chest.render_chest({}, seed=2, size=SIZE, view="Lateral")
+    pa = chest.render_chest({}, seed=2, size=SIZE)
+    assert not np.array_equal(pa, chest.render_chest({}, seed=2, size=SIZE, projection="AP"))
+    lateral = chest.render_chest({}, seed=2, size=SIZE, view="Lateral")
     # frontal views are about left-right symmetric, lateral views are not
     asymmetry = [np.abs(v.astype(float) - v[:, ::-1]).mean() for v in (pa, lateral)]
     assert asymmetry[1] > 1.5 * asymmetry[0]
@@ -288,11 +289,11 @@ def test_lateral_and_ap_views_differ_from_pa():
 
 def test_finding_regions_match_the_rendered_change():
     labels = {"Lung Lesion": 1.0, "Support Devices": 1.0, "No Finding": 0.0}
-    regions = synth_chest.finding_regions(labels, seed=2, size=SIZE)
+    regions = chest.finding_regions(labels, seed=2, size=SIZE)
     assert sorted(regions) == ["Lung Lesion", "Support Devices"]
     assert all(r.dtype == bool and r.shape == SIZE and r.any() for r in regions.values())
-    only_lesion = synth_chest.render_chest({"Support Devices": 1.0}, seed=2, size=SIZE).astype(int)
-    both = synth_chest.render_chest(labels, seed=2, size=SIZE).astype(int)
+    only_lesion = chest.render_chest({"Support Devices": 1.0}, seed=2, size=SIZE).astype(int)
+    both = chest.render_chest(labels, seed=2, size=SIZE).astype(int)
     changed = np.abs(both - only_lesion) >= 6
     region = cv2.dilate(regions["Lung Lesion"].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # detector blur
     assert changed.sum() > 50 and (changed & region).sum() >= 0.95 * changed.sum()
@@ -318,7 +319,7 @@ def test_finding_regions_match_the_rendered_change():
 def test_render_rejects_bad_arguments(kwargs, message):
     arguments = {"labels": {}, **kwargs}
     with pytest.raises(ValueError, match=message):
-        synth_chest.render_chest(**arguments)
+        chest.render_chest(**arguments)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -328,22 +329,22 @@ def test_render_rejects_bad_arguments(kwargs, message):
 def corpus(tmp_path_factory) -> Path:
     """60 images of 64x64, 25% of the patients in valid."""
     out = tmp_path_factory.mktemp("chest")
-    return synth_chest.make_chexpert_dataset(out, n_images=60, image_size=(64, 64), seed=1, valid_fraction=0.25, progress=False)
+    return chest.make_chexpert_dataset(out, n_images=60, image_size=(64, 64), seed=1, valid_fraction=0.25, progress=False)
 
 
 def test_corpus_layout_reads_back_with_read_chexpert(corpus):
-    assert corpus.name == synth_chest.DATASET_FOLDER
+    assert corpus.name == chest.DATASET_FOLDER
     assert sorted(p.name for p in corpus.iterdir()) == ["train", "train.csv", "valid", "valid.csv"]
     tables = {}
     for split in ("train", "valid"):
         header = (corpus / f"{split}.csv").read_text().splitlines()[0]
-        assert header == ",".join(datasets.CHEXPERT_COLUMNS)
+        assert header == ",".join(radiographs.CHEXPERT_COLUMNS)
         raw = pd.read_csv(corpus / f"{split}.csv", keep_default_na=False, dtype=str)
         assert raw["Path"].str.match(rf"CheXpert-synthetic/{split}/patient\d{{5}}/study\d+/view\d_(frontal|lateral)\.png$").all()
         assert set(raw["AP/PA"][raw["Frontal/Lateral"] == "Lateral"]) <= {""}
         assert set(raw["AP/PA"][raw["Frontal/Lateral"] == "Frontal"]) <= {"AP", "PA"}
         assert set(raw[FINDINGS].to_numpy().ravel()) <= {"1.0", "0.0", "-1.0", ""}
-        tables[split] = datasets.read_chexpert(corpus / f"{split}.csv", policy=None, frontal_only=False, check_files=True)
+        tables[split] = radiographs.read_chexpert(corpus / f"{split}.csv", policy=None, frontal_only=False, check_files=True)
     assert len(tables["train"]) + len(tables["valid"]) == 60
     assert set(tables["train"]["group"]).isdisjoint(tables["valid"]["group"])  # split by patient
     assert tables["valid"]["group"].nunique() >= 1
@@ -355,7 +356,7 @@ def test_corpus_layout_reads_back_with_read_chexpert(corpus):
 
 
 def test_views_of_a_study_share_labels(corpus):
-    table = datasets.read_chexpert(corpus / "train.csv", policy=None, frontal_only=False)
+    table = radiographs.read_chexpert(corpus / "train.csv", policy=None, frontal_only=False)
     study = table["path"].str.extract(r"(patient\d+/study\d+)", expand=False)
     per_study = table.groupby(study)[FINDINGS].nunique(dropna=False).max(axis=1)
     assert (per_study <= 1).all()
@@ -363,21 +364,21 @@ def test_views_of_a_study_share_labels(corpus):
 
 def test_same_arguments_give_identical_bytes(tmp_path):
     arguments = dict(n_images=8, image_size=(64, 64), seed=2, progress=False)
-    first = synth_chest.make_chexpert_dataset(tmp_path / "a", **arguments)
-    second = synth_chest.make_chexpert_dataset(tmp_path / "b", **arguments)
+    first = chest.make_chexpert_dataset(tmp_path / "a", **arguments)
+    second = chest.make_chexpert_dataset(tmp_path / "b", **arguments)
     written = _folder_bytes(first)
     assert len(written) == 8 + 2 and written == _folder_bytes(second)
-    other = synth_chest.make_chexpert_dataset(tmp_path / "c", **{**arguments, "seed": 3})
+    other = chest.make_chexpert_dataset(tmp_path / "c", **{**arguments, "seed": 3})
     assert (first / "train.csv").read_bytes() != (other / "train.csv").read_bytes()
 
 
 def test_existing_corpus_needs_overwrite(tmp_path):
-    synth_chest.make_chexpert_dataset(tmp_path, n_images=3, image_size=(64, 64), progress=False)
+    chest.make_chexpert_dataset(tmp_path, n_images=3, image_size=(64, 64), progress=False)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        synth_chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), progress=False)
-    root = synth_chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), valid_fraction=0.0, overwrite=True, progress=False)
-    assert len(list(root.rglob("*.png"))) == 2 and not (tmp_path / f"{synth_chest.DATASET_FOLDER}.partial").exists()
-    assert (root / "valid.csv").read_text().strip() == ",".join(datasets.CHEXPERT_COLUMNS)  # no patient in valid
+        chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), progress=False)
+    root = chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), valid_fraction=0.0, overwrite=True, progress=False)
+    assert len(list(root.rglob("*.png"))) == 2 and not (tmp_path / f"{chest.DATASET_FOLDER}.partial").exists()
+    assert (root / "valid.csv").read_text().strip() == ",".join(radiographs.CHEXPERT_COLUMNS)  # no patient in valid
 
 
 @pytest.mark.parametrize(
@@ -392,10 +393,10 @@ def test_existing_corpus_needs_overwrite(tmp_path):
 )
 def test_make_rejects_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        synth_chest.make_chexpert_dataset(tmp_path, **{"n_images": 2, "progress": False, **kwargs})
+        chest.make_chexpert_dataset(tmp_path, **{"n_images": 2, "progress": False, **kwargs})
     assert not any(tmp_path.iterdir())
 
 
 def test_progress_bar(tmp_path, capsys):
-    synth_chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), progress=True)
+    chest.make_chexpert_dataset(tmp_path, n_images=2, image_size=(64, 64), progress=True)
     assert "synthetic chest" in capsys.readouterr().err

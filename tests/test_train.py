@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import train
+from helpers.modeling import train
 from helpers.backend import keras, tf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_an_unfinished_run_of_the_old_layout_is_refused(tmp_path):
     old_state = {"best": 0.5, "best_epoch": 0, "wait": 0, "monitor": "val_loss", "mode": "min"}
     (tmp_path / "state.json").write_text(json.dumps(old_state))
     (tmp_path / "log.csv").write_text("epoch,loss,val_loss\n0,1.0,0.5\n")
-    with pytest.raises(ValueError, match="older helpers.train"):
+    with pytest.raises(ValueError, match="older helpers.modeling.train"):
         train.fit(tiny_model(), tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
                   tensorboard=False, progress=False)
     (tmp_path / "backup").rmdir()
@@ -165,7 +165,7 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
 TRAIN_SCRIPT = """
 import os, sys
 import numpy as np
-from helpers import train
+from helpers.modeling import train
 from helpers.backend import keras, tf
 
 run_dir, kill_after = sys.argv[1], int(sys.argv[2])
@@ -213,7 +213,7 @@ KILL_EPOCHS, KILL_EPOCH = 3, 1
 KILL_SCRIPT = f"""
 import glob, os, pathlib, signal, sys
 import numpy as np
-from helpers import train
+from helpers.modeling import train
 from helpers.backend import keras, tf
 
 run_dir, point = sys.argv[1], sys.argv[2]
@@ -344,7 +344,7 @@ from helpers.backend import keras, tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
-from helpers import train
+from helpers.modeling import train
 strategy = train.get_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
 with strategy.scope():
     model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(1)])

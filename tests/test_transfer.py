@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import datasets, files, models, rle, severstal, transfer
+from helpers.core import files, rle, severstal
+from helpers.data import radiographs
+from helpers.modeling import builders
+from helpers.studies import transfer
 
 SIZE = 32
 MOBILENET = {"backbone": "mobilenet", "alpha": 0.25}
@@ -55,12 +58,12 @@ def test_training_subset_refuses_bad_fractions(fraction):
 @pytest.fixture(scope="module")
 def radiograph_weights(tmp_path_factory):
     """Encoder weights of a 'pre-trained' multi-label classifier (deterministic values)."""
-    model = models.build_classifier("mobilenet", (SIZE, SIZE, 1), n_outputs=3, alpha=0.25)
-    for layer in models.encoder_layers(model, "mobilenet"):
-        if layer.weights and layer.name != models.STEM_NAME:
+    model = builders.build_classifier("mobilenet", (SIZE, SIZE, 1), n_outputs=3, alpha=0.25)
+    for layer in builders.encoder_layers(model, "mobilenet"):
+        if layer.weights and layer.name != builders.STEM_NAME:
             layer.set_weights([np.full(w.shape, 0.01 * (i + 1), np.float32) for i, w in enumerate(layer.get_weights())])
     path = tmp_path_factory.mktemp("weights") / "radiograph-mobilenet.h5"
-    count = models.save_encoder_weights(model, path, "mobilenet")
+    count = builders.save_encoder_weights(model, path, "mobilenet")
     return path, count
 
 
@@ -74,7 +77,7 @@ def test_radiograph_initialisation_loads_every_encoder_layer(task, radiograph_we
 
 
 def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
-    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(builders.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache with the file either
     with pytest.raises(FileNotFoundError, match="notebook 05"):
         transfer.build_model("classification", "radiograph", "mobilenet", (SIZE, SIZE), alpha=0.25)
@@ -90,7 +93,7 @@ def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
                                                ("segmentation", "miou", (32, 32))])
 def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tiny_dataset, tmp_path):
     root, wide, folds = tiny_dataset
-    ids = list(wide.index) if task == "classification" else list(wide.index[datasets.defect_labels(wide) == 1])
+    ids = list(wide.index) if task == "classification" else list(wide.index[radiographs.defect_labels(wide) == 1])
     train_ids, val_ids = ids[: len(ids) // 2], ids[len(ids) // 2:]
     scores, log = transfer.run_fold(task, "random", root, wide, train_ids, val_ids, tmp_path / "run", image_size=(SIZE, SIZE),
                                     epochs=2, batch_size=2, learning_rate=1e-3, seed=0, crop_size=crop, **MOBILENET)
@@ -162,7 +165,7 @@ def test_find_radiograph_encoder_takes_the_newest_matching_manifest(tmp_path):
 
 
 def test_check_initialisations_says_what_is_missing(tmp_path, monkeypatch, radiograph_weights):
-    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(builders.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     inits = ["random", "imagenet", "radiograph"]
     found = transfer.check_initialisations(inits, "mobilenet", (SIZE, SIZE), weights_dir=tmp_path, pretrained_dir=tmp_path, alpha=0.25)

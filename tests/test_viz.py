@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from helpers import viz
+from helpers.core import viz
 
 
 def test_overlay_blends_class_colour_and_leaves_background_grey():

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import files, rle, severstal, weak
+from helpers.core import files, rle, severstal
+from helpers.studies import weak
 
 
 @pytest.fixture

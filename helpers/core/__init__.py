@@ -1,0 +1,13 @@
+"""Formats and plumbing every other part uses: RLE, the Severstal layout, files, argument checks, output folders, plots.
+
+Imports nothing else of :mod:`helpers`.
+"""
+
+__all__ = [
+    "checks",
+    "files",
+    "outputs",
+    "rle",
+    "severstal",
+    "viz",
+]

@@ -1,0 +1,15 @@
+"""Datasets: converters of public data, audits, EDA, splits, augmentation, the tf.data input pipeline, radiograph tables and (in :mod:`helpers.data.synth`) the built-in synthetic data.
+
+Imports only :mod:`helpers.core` and :mod:`helpers.backend`.
+"""
+
+__all__ = [
+    "audit",
+    "augment",
+    "convert",
+    "eda",
+    "pipeline",
+    "radiographs",
+    "splits",
+    "synth",
+]

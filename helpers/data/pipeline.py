@@ -1,0 +1,489 @@
+"""``tf.data`` input pipelines for Severstal-layout datasets and for labelled images, and dataset checkers.
+
+:func:`make_image_dataset` yields ``(images, labels)`` batches for classification (pre-training
+corpora, patch classification): any image files resized to one size, ``(N, K)`` label vectors.
+
+:func:`make_dataset` yields ``(images, masks)`` batches: images float32 ``(B, H, W, 1)``
+as raw grey levels in ``[0, 255]`` (backbone-specific scaling is inside the model, see ``helpers.modeling.builders``),
+masks float32 0/1 ``(B, H, W, C)``. Each element is read with the project's readers
+(:func:`helpers.core.files.read_grey`, :func:`helpers.core.severstal.decode_masks`) and transformed with
+albumentations (:mod:`helpers.data.augment`) inside ``tf.numpy_function``, in a parallel map.
+
+Bad files are never silently trained on: :func:`make_dataset` first runs
+:func:`check_dataset` over the chosen images (every image is fully decoded, its size,
+channels and RLE masks checked) and raises ``ValueError`` listing the problems; with
+``skip_bad=True`` it logs them (``logging`` warning of this module's logger) and drops
+those images. With ``check=False`` the scan is skipped and a bad file fails the
+iteration with an error naming it.
+
+Determinism: training shuffles the image order (seeded, reshuffled every time the dataset
+is iterated, i.e. every Keras epoch, and on every ``repeat``) and pairs each element with a
+draw of a seeded ``tf.data.Dataset.random`` stream; the element's augmentation is seeded
+from ``(seed, draw)`` on a per-thread copy of the transforms, and the map is
+``deterministic=True``. So the same ``seed`` gives the same batches, whatever the number of
+parallel calls; each epoch differs. Validation keeps ``image_ids`` order (minus bad images).
+
+Sizes: ``resize_to = (H, W)`` resizes images (area) and masks (nearest) in training and
+validation alike; it is needed to batch a dataset of mixed image sizes (Magnetic-tile)
+unless the transforms crop or resize to one size (checked when the dataset is built).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers.core import checks, files, rle, severstal
+from helpers.data import augment
+from helpers.backend import tf
+
+__all__ = [
+    "PROBLEM_COLUMNS",
+    "check_dataset",
+    "make_dataset",
+    "make_image_dataset",
+    "pipeline_rate",
+    "unreadable_images",
+    "usable_ids",
+]
+
+PROBLEM_COLUMNS = ("ImageId", "file", "problem")
+
+logger = logging.getLogger(__name__)
+
+_IMAGES = "train_images"
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _lenient_table(dataset_dir: Path) -> pd.DataFrame:
+    """The CSV's rows plus the images without a row, *without* image sizes (nothing raises for bad files)."""
+    n_classes = max(severstal.read_classes(dataset_dir))
+    wide = severstal.read_train_csv(dataset_dir / "train.csv", n_classes=n_classes, validate=False)
+    images_dir = dataset_dir / _IMAGES
+    present = [p.name for p in files.list_images(images_dir)] if images_dir.is_dir() else []
+    wide = wide.reindex(sorted(set(wide.index) | set(present)), fill_value="")
+    wide.index.name = "ImageId"
+    return wide
+
+
+def _table_shape(row: pd.Series) -> tuple[int, int] | None:
+    if "Height" not in row.index or "Width" not in row.index or pd.isna(row["Height"]) or pd.isna(row["Width"]):
+        return None
+    return int(row["Height"]), int(row["Width"])
+
+
+def _image_problems(
+    image_id: str,
+    path: Path,
+    row: pd.Series,
+    expected_channels: tuple[int, ...],
+    expected_shape: tuple[int, int] | None,
+) -> list[str]:
+    """What is wrong with one image and its masks (empty list = fine)."""
+    problems: list[str] = []
+    table_shape = _table_shape(row)
+    actual: tuple[int, int] | None = None
+    if not path.is_file():
+        problems.append("missing file")
+    else:
+        try:
+            height, width, mode, bands = files.image_header(path)
+        except (ValueError, OSError) as err:
+            problems.append(f"unreadable image: {err}")
+        else:
+            actual = (height, width)
+            if bands not in expected_channels:
+                problems.append(f"unexpected channels: {bands} ({mode}), expected one of {expected_channels}")
+            if table_shape is not None and actual != table_shape:
+                problems.append(f"unexpected size {height}x{width}, the table says {table_shape[0]}x{table_shape[1]} (HxW)")
+            if expected_shape is not None and actual != expected_shape:
+                problems.append(f"unexpected size {height}x{width}, expected {expected_shape[0]}x{expected_shape[1]} (HxW)")
+            try:
+                files.read_grey(path)
+            except (ValueError, OSError) as err:
+                problems.append(f"corrupt image: {err}")
+    shape = table_shape or actual
+    if shape is not None:
+        masks_row = row.astype(object)
+        masks_row["Height"], masks_row["Width"] = shape
+        try:
+            severstal.decode_masks(masks_row, image_id=image_id)
+        except ValueError as err:
+            problems.append(f"invalid RLE: {err}")
+    return problems
+
+
+def check_dataset(
+    dataset_dir: str | os.PathLike,
+    wide: pd.DataFrame | None = None,
+    image_ids: Sequence[str] | None = None,
+    expected_channels: Sequence[int] = (1, 3),
+    expected_shape: Sequence[int] | None = None,
+    progress: bool = True,
+    num_workers: int | None = None,
+) -> pd.DataFrame:
+    """Problems of a dataset's images and masks: a frame with columns ``ImageId, file, problem``.
+
+    One row per problem (empty frame = all good), sorted by ImageId. Every image of ``wide``
+    (or only ``image_ids``) is opened and fully decoded with :func:`helpers.core.files.read_grey`:
+    ``missing file``, ``unreadable image`` (not an image), ``corrupt image`` (truncated or
+    damaged data), ``unexpected channels`` (band count not in ``expected_channels``),
+    ``unexpected size`` (differs from the table's ``Height``/``Width`` or from
+    ``expected_shape = (H, W)``), ``invalid RLE`` (the message names ImageId and ClassId;
+    checked against the table's size, else the file's).
+
+    ``wide=None``: ``train.csv`` plus the images without a row, read without sizes or RLE
+    validation (so a broken dataset can still be checked; sizes then come from the files).
+    Files are checked in ``num_workers`` threads (default: CPU count).
+    """
+    dataset_dir = Path(dataset_dir)
+    channels = tuple(int(c) for c in expected_channels)
+    if not channels or any(c not in (1, 2, 3, 4) for c in channels):
+        raise ValueError(f"expected_channels must be a non-empty subset of (1, 2, 3, 4), got {expected_channels!r}")
+    shape = None if expected_shape is None else rle.validate_shape(expected_shape)
+    workers = (os.cpu_count() or 1) if num_workers is None else checks.positive_int("num_workers", num_workers)
+    table = _lenient_table(dataset_dir) if wide is None else wide
+    if image_ids is None:
+        ids = list(table.index)
+    else:
+        ids = list(dict.fromkeys(image_ids))
+        unknown = [i for i in ids if i not in table.index]
+        if unknown:
+            raise ValueError(f"{len(unknown)} image_ids are not in the table, e.g. {unknown[:3]}")
+    images_dir = dataset_dir / _IMAGES
+
+    def check(image_id: str) -> list[tuple[str, str, str]]:
+        path = images_dir / image_id
+        found = _image_problems(image_id, path, table.loc[image_id], channels, shape)
+        return [(image_id, str(path), problem) for problem in found]
+
+    rows: list[tuple[str, str, str]] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(check, ids)
+        for found in tqdm(results, total=len(ids), disable=not progress, desc="check images", unit="img"):
+            rows.extend(found)
+    problems = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS), dtype=str)
+    return problems.sort_values(["ImageId", "problem"], kind="stable").reset_index(drop=True)
+
+
+def _describe(problems: pd.DataFrame, limit: int | None = None) -> str:
+    shown = problems if limit is None else problems.head(limit)
+    lines = [f"  {r.ImageId} ({r.file}): {r.problem}" for r in shown.itertuples(index=False)]
+    if limit is not None and len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+def usable_ids(
+    dataset_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    wide: pd.DataFrame,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> list[str]:
+    """``image_ids`` after :func:`check_dataset`: raises on problems, or drops and logs them with ``skip_bad``.
+
+    The order (and any repeats) of ``image_ids`` is kept.
+    """
+    problems = check_dataset(dataset_dir, wide, image_ids=image_ids, progress=progress)
+    if problems.empty:
+        return list(image_ids)
+    bad = set(problems["ImageId"])
+    if not skip_bad:
+        raise ValueError(
+            f"{len(bad)} bad image(s) in {dataset_dir} ({len(problems)} problem(s)); fix them or pass "
+            f"skip_bad=True to drop them:\n{_describe(problems, limit=20)}"
+        )
+    logger.warning("dropping %d bad image(s) of %s:\n%s", len(bad), dataset_dir, _describe(problems))
+    return [i for i in image_ids if i not in bad]
+
+
+# ----------------------------------------------------------------------------- tf.data
+
+
+def _output_shape(
+    transforms: A.BaseCompose, sizes: set[tuple[int, int]], n_classes: int
+) -> tuple[int, int] | None:
+    """Output ``(h, w)`` of ``transforms`` shared by every input size, or ``None`` if it varies."""
+    probe = copy.deepcopy(transforms)
+    augment.reseed(probe, 0)
+    shapes = set()
+    for height, width in sorted(sizes):
+        image, _ = augment.apply(
+            probe, np.zeros((height, width), np.uint8), np.zeros((height, width, n_classes), np.uint8)
+        )
+        shapes.add(image.shape)
+    return next(iter(shapes)) if len(shapes) == 1 else None
+
+
+def make_dataset(
+    dataset_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    wide: pd.DataFrame,
+    batch_size: int,
+    training: bool,
+    transforms: A.BaseCompose | None = None,
+    seed: int = 0,
+    skip_bad: bool = False,
+    cache: bool = False,
+    shuffle_buffer: int | None = None,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    repeat: bool = False,
+    resize_to: Sequence[int] | None = None,
+    drop_remainder: bool | None = None,
+    check: bool = True,
+    progress: bool = True,
+) -> tf.data.Dataset:
+    """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], masks (B, H, W, C) float32 0/1)``.
+
+    ``image_ids``: images of ``wide`` (the wide table, with ``Height``/``Width``) under
+    ``dataset_dir/train_images``. ``training=True``: shuffled (``shuffle_buffer`` image
+    indices, default all, so a full shuffle costs no image memory) and augmented with
+    ``transforms`` (default :func:`augment.train_transforms` without crop, i.e. full size;
+    pass ``augment.train_transforms(crop_size=(256, 512))`` for crops), last partial batch
+    dropped (``drop_remainder`` default). ``training=False``: ``image_ids`` order, no
+    augmentation (default :func:`augment.eval_transforms`), every image kept.
+    ``resize_to = (H, W)``: the default transforms resize to it (give transforms *or*
+    resize_to). ``cache``: keep decoded grey images in memory (H*W bytes each; masks are
+    decoded again each time). ``repeat``: repeat forever (reshuffled each pass).
+    ``check``/``skip_bad``: see the module doc. Seeded: same ``seed`` -> same batches
+    (each element reseeds a per-thread copy of ``transforms`` from ``seed`` and its draw, so a
+    seed given to the transforms themselves is not used).
+    """
+    dataset_dir = Path(dataset_dir)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    seed = checks.seed("seed", seed)
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
+    if num_parallel_calls != tf.data.AUTOTUNE:
+        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
+    if shuffle_buffer is not None:
+        shuffle_buffer = checks.positive_int("shuffle_buffer", shuffle_buffer)
+    if transforms is not None and resize_to is not None:
+        raise ValueError("give transforms or resize_to, not both: build the transforms with resize_to instead")
+    if skip_bad and not check:
+        raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
+    drop_remainder = bool(training) if drop_remainder is None else bool(drop_remainder)
+    if isinstance(image_ids, str) or len(image_ids) == 0:
+        raise ValueError(f"image_ids must be a non-empty sequence of ImageIds, got {image_ids!r}")
+    unknown = [i for i in dict.fromkeys(image_ids) if i not in wide.index]
+    if unknown:
+        raise ValueError(f"{len(unknown)} image_ids are not in the table, e.g. {unknown[:3]}")
+    if not {"Height", "Width"} <= set(wide.columns):
+        raise ValueError("wide needs Height and Width columns (as severstal.read_dataset returns)")
+    if transforms is None:
+        transforms = (
+            augment.train_transforms(crop_size=None, resize_to=resize_to)
+            if training
+            else augment.eval_transforms(resize_to=resize_to)
+        )
+
+    ids = usable_ids(dataset_dir, image_ids, wide, skip_bad=skip_bad, progress=progress) if check else list(image_ids)
+    if not ids:
+        raise ValueError(f"no usable images left in {dataset_dir} after dropping the bad ones")
+    if drop_remainder and len(ids) < batch_size:
+        raise ValueError(f"{len(ids)} image(s) make no full batch of batch_size={batch_size}; lower it or set drop_remainder=False")
+    classes = severstal.class_columns(wide)
+    rows = [wide.loc[i] for i in ids]
+    paths = [str(dataset_dir / _IMAGES / i) for i in ids]
+    size_of = {i: (int(r["Height"]), int(r["Width"])) for i, r in zip(ids, rows)}
+    sizes = set(size_of.values())
+    out_shape = _output_shape(transforms, sizes, len(classes))
+    if out_shape is None and batch_size > 1:
+        members: dict[tuple[int, int], list[str]] = {}
+        for image_id, size in size_of.items():
+            members.setdefault(size, []).append(image_id)
+        common = sorted(members, key=lambda size: -len(members[size]))
+        examples = "; ".join(f"{h}x{w}: {len(members[h, w])} image(s), e.g. {members[h, w][0]}" for h, w in common[:4])
+        raise ValueError(
+            f"images of {len(sizes)} sizes (HxW) do not batch ({examples}): pass resize_to=(H, W) or "
+            "transforms that resize or crop to one size, or batch_size=1"
+        )
+
+    local = threading.local()
+    images_cache: dict[int, np.ndarray] = {}
+
+    def load(index: np.int64, draw: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        index = int(index)
+        path = paths[index]
+        image = images_cache.get(index) if cache else None
+        if image is None:
+            image = files.read_grey(path)
+            if cache:
+                images_cache[index] = image
+        masks = severstal.decode_masks(rows[index], image_id=ids[index])
+        if image.shape != masks.shape[:2]:
+            raise ValueError(f"image {path} is {image.shape[0]}x{image.shape[1]} but its masks are {masks.shape[0]}x{masks.shape[1]} (HxW)")
+        if not hasattr(local, "transforms"):
+            local.transforms = copy.deepcopy(transforms)
+        augment.reseed(local.transforms, (seed, int(draw) & 0xFFFFFFFFFFFFFFFF))
+        image, masks = augment.apply(local.transforms, image, masks)
+        if out_shape is not None and image.shape != out_shape:
+            raise ValueError(f"image {path} came out {image.shape}, the other images {out_shape} (HxW); pass resize_to")
+        return (image[..., None].astype(np.float32), masks.astype(np.float32))
+
+    height, width = out_shape if out_shape is not None else (None, None)
+    return _batched(load, len(ids), (height, width, 1), (height, width, len(classes)), batch_size, training, seed,
+                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_masks")
+
+
+def _batched(
+    load,
+    n_items: int,
+    image_shape: tuple,
+    target_shape: tuple,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    shuffle_buffer: int | None,
+    repeat: bool,
+    drop_remainder: bool,
+    num_parallel_calls: int,
+    name: str,
+) -> tf.data.Dataset:
+    """Seeded, parallel, prefetched batches of ``load(index, draw) -> (image, target)`` over ``n_items`` items.
+
+    Training shuffles the indices (reshuffled every iteration) and pairs each with a draw of a
+    seeded random stream (the augmentation seed); evaluation keeps the order with fixed draws.
+    """
+
+    def load_tf(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, target = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name=name)
+        image.set_shape(image_shape)
+        target.set_shape(target_shape)
+        return image, target
+
+    indices = tf.data.Dataset.range(n_items)
+    if training:
+        indices = indices.shuffle(shuffle_buffer or n_items, seed=seed, reshuffle_each_iteration=True)
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    else:
+        draws = tf.data.Dataset.range(n_items)  # fixed per item
+    dataset = tf.data.Dataset.zip((indices, draws))
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.map(load_tf, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def unreadable_images(paths: Sequence[str | os.PathLike], progress: bool = True, num_workers: int | None = None) -> pd.DataFrame:
+    """Files among ``paths`` that cannot be read as grey images: a frame ``file, problem`` (empty = all good)."""
+    workers = (os.cpu_count() or 1) if num_workers is None else checks.positive_int("num_workers", num_workers)
+
+    def problem(path: str | os.PathLike) -> tuple[str, str] | None:
+        try:
+            files.read_grey(path)
+        except (ValueError, OSError) as err:
+            return str(path), str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        found = list(tqdm(pool.map(problem, paths), total=len(paths), disable=not progress, desc="check images", unit="img"))
+    return pd.DataFrame([row for row in found if row is not None], columns=["file", "problem"], dtype=str)
+
+
+def make_image_dataset(
+    paths: Sequence[str | os.PathLike],
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    image_size: Sequence[int] = (256, 256),
+    transforms: A.BaseCompose | None = None,
+    seed: int = 0,
+    skip_bad: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool | None = None,
+    shuffle_buffer: int | None = None,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    check: bool = True,
+    progress: bool = True,
+) -> tf.data.Dataset:
+    """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], labels (B, K) float32)`` for classification.
+
+    ``paths``: image files (any size; each is resized to ``image_size = (H, W)``, area
+    interpolation); ``labels``: ``(N, K)`` targets, NaN where a label is to be ignored (see
+    :func:`helpers.modeling.losses.masked_bce`). ``transforms``: albumentations steps applied after the
+    resize, on the image only (e.g. ``augment.train_transforms(crop_size=None, ...)`` flips);
+    default none. Shuffling, seeding, checks (``check``/``skip_bad``: unreadable files raise
+    naming them, or are logged and dropped) and batching as in :func:`make_dataset`.
+    """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    seed = checks.seed("seed", seed)
+    size = rle.validate_shape(tuple(image_size))
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
+    if num_parallel_calls != tf.data.AUTOTUNE:
+        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
+    if skip_bad and not check:
+        raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
+    paths = [str(p) for p in paths]
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2 or len(labels) != len(paths) or len(paths) == 0:
+        raise ValueError(f"need N >= 1 paths and (N, K) labels, got {len(paths)} paths and labels of shape {labels.shape}")
+    if check:
+        problems = unreadable_images(paths, progress=progress)
+        if len(problems):
+            listing = "\n".join(f"  {r.file}: {r.problem}" for r in problems.head(20).itertuples(index=False))
+            if not skip_bad:
+                raise ValueError(f"{len(problems)} unreadable image(s); fix them or pass skip_bad=True to drop them:\n{listing}")
+            logger.warning("dropping %d unreadable image(s):\n%s", len(problems), listing)
+            keep = ~pd.Series(paths).isin(set(problems["file"])).to_numpy()
+            paths, labels = [p for p, k in zip(paths, keep) if k], labels[keep]
+    drop_remainder = bool(training) if drop_remainder is None else bool(drop_remainder)
+    if not paths or (drop_remainder and len(paths) < batch_size):
+        raise ValueError(f"{len(paths)} usable image(s) make no full batch of batch_size={batch_size}")
+    resize = A.Resize(*size, interpolation=cv2.INTER_AREA)
+    local = threading.local()
+
+    def load(index: np.int64, draw: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        index = int(index)
+        image = resize(image=files.read_grey(paths[index]))["image"]
+        if transforms is not None:
+            if not hasattr(local, "transforms"):
+                local.transforms = copy.deepcopy(transforms)
+            augment.reseed(local.transforms, (seed, int(draw) & 0xFFFFFFFFFFFFFFFF))
+            image = local.transforms(image=image)["image"]
+            if image.shape != size:
+                raise ValueError(f"transforms changed the size of {paths[index]} to {image.shape}; expected {size}")
+        return image[..., None].astype(np.float32), labels[index]
+
+    return _batched(load, len(paths), (*size, 1), (labels.shape[1],), batch_size, training, seed,
+                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_labels")
+
+
+def pipeline_rate(dataset: tf.data.Dataset, n_batches: int, warmup: int = 1) -> float:
+    """Images per second of iterating ``dataset`` for ``n_batches`` batches after ``warmup`` untimed ones."""
+    n_batches = checks.positive_int("n_batches", n_batches)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    iterator = iter(dataset)
+    for _ in range(int(warmup)):
+        next(iterator, None)
+    n_images = 0
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        batch = next(iterator, None)
+        if batch is None:
+            break
+        n_images += int(tf.shape(batch[0])[0])
+    elapsed = time.perf_counter() - start
+    if n_images == 0:
+        raise ValueError("the dataset yielded no batch to time (too few batches for warmup + n_batches?)")
+    return n_images / elapsed

@@ -1,0 +1,12 @@
+"""Models: builders per architecture, encoder weight files, losses, metrics, training, post-processing and saved runs.
+
+Imports only :mod:`helpers.core` and :mod:`helpers.backend`.
+"""
+
+__all__ = [
+    "builders",
+    "losses",
+    "metrics",
+    "postprocess",
+    "train",
+]

@@ -1,0 +1,439 @@
+"""Training loop pieces: schedule, resumable fit with best checkpoint, progress, seeds, precision, devices.
+
+A run folder holds::
+
+    state.json          the commit record: last committed epoch, best value and its epoch, early-stopping
+                        counter, monitor and mode, the training state to resume from
+    resume/             training state (weights + optimiser) after that epoch, ``epoch-NNNN.index`` and
+                        ``epoch-NNNN.data-*`` (deleted when training finishes)
+    best.weights.h5     weights of the best epoch (by ``monitor``)
+    log.csv             one row per committed epoch (``epoch`` from 0, then the logged values)
+    last.weights.h5     weights after the last epoch (written when training finishes)
+    finished.json       the number of epochs asked for, written last when training finishes
+    tensorboard/        TensorBoard logs (optional)
+    .*.tmp.*            temporaries of an epoch being committed (removed on the next start if uncommitted)
+
+Each epoch is committed in one step by :class:`RunCheckpoint`: its files are written under new
+names, then ``state.json`` is replaced (the commit); the renames it lists follow, and are redone on
+the next start if a kill came first. The finish commits with ``finished.json``. Re-running :func:`fit` with the same ``run_dir`` after a kill at
+any point resumes after the last committed epoch with the optimiser state, learning-rate position
+and best score intact: no epoch is lost or logged twice. Re-running it after training finished
+trains nothing: the last weights are loaded and the log returned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers.core import checks, files
+from helpers.backend import keras, tf
+
+__all__ = [
+    "EpochTimer",
+    "RunCheckpoint",
+    "TqdmProgress",
+    "WarmupCosine",
+    "configure_precision",
+    "device_summary",
+    "fit",
+    "get_strategy",
+    "read_log",
+    "set_seed",
+]
+
+# names inside a run folder
+STATE, LOG, BEST, LAST = "state.json", "log.csv", "best.weights.h5", "last.weights.h5"
+FINISHED, RESUME = "finished.json", "resume"
+STATE_KEYS = frozenset({"epoch", "best", "best_epoch", "wait", "monitor", "mode", "checkpoint", "renames"})
+
+
+@keras.utils.register_keras_serializable(package="helpers")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``base_lr * warmup_start`` to ``base_lr`` over ``warmup_steps``, then cosine to ``min_lr``."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0, min_lr: float = 0.0, warmup_start: float = 0.1):
+        super().__init__()
+        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}")
+        if base_lr <= 0 or min_lr < 0 or min_lr > base_lr:
+            raise ValueError(f"need base_lr > 0 and 0 <= min_lr <= base_lr, got {base_lr}, {min_lr}")
+        self.base_lr, self.total_steps, self.warmup_steps = float(base_lr), int(total_steps), int(warmup_steps)
+        self.min_lr, self.warmup_start = float(min_lr), float(warmup_start)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = tf.cast(max(self.warmup_steps, 1), tf.float32)
+        warmup_lr = self.base_lr * (self.warmup_start + (1 - self.warmup_start) * step / warm)
+        decay_steps = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
+        progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        cosine_lr = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup_steps, warmup_lr, cosine_lr)
+
+    def get_config(self) -> dict:
+        return {"base_lr": self.base_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "min_lr": self.min_lr, "warmup_start": self.warmup_start}
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Commit each epoch to ``run_dir`` in one atomic step; stop after ``patience`` epochs without gain.
+
+    At an epoch end the training state (``resume/epoch-NNNN.*``: weights and optimiser), the best
+    weights (when ``monitor`` improved) and the whole log go to new, temporary names; then
+    ``state.json`` is replaced, and that rename is the commit. It names the temporaries still to
+    be renamed to ``best.weights.h5`` and ``log.csv``: done right after, or on the next start if a
+    kill came first. Files it does not name are leftovers of an uncommitted epoch, removed on start.
+    The best value and the patience counter survive restarts (Keras' ModelCheckpoint and
+    EarlyStopping would forget them). ``state``: the committed record (``epoch`` -1 before any).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, monitor: str = "val_severstal_score", mode: str = "max",
+                 patience: int | None = None, min_delta: float = 0.0):
+        super().__init__()
+        self.run_dir, self.monitor = Path(run_dir), monitor
+        self.mode = checks.choice("mode", mode, ("max", "min"))
+        self.patience = None if patience is None else checks.positive_int("patience", patience)
+        self.min_delta = checks.number("min_delta", min_delta, low=0.0)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state = _recover(self.run_dir) or {"epoch": -1, "best": None, "best_epoch": None, "wait": 0,
+                                               "monitor": monitor, "mode": mode, "checkpoint": None, "renames": []}
+        if (self.state["monitor"], self.state["mode"]) != (monitor, mode):
+            raise ValueError(f"{self.run_dir / STATE} was trained with monitor={self.state['monitor']!r}, "
+                             f"mode={self.state['mode']!r}, not {monitor!r}, {mode!r}: use those, or another run_dir")
+        self.rows = _read_rows(self.run_dir, self.state["epoch"] + 1)
+
+    @property
+    def epochs_done(self) -> int:
+        """Number of committed epochs."""
+        return self.state["epoch"] + 1
+
+    @property
+    def stopped(self) -> bool:
+        """Whether early stopping has ended this run."""
+        return self.patience is not None and self.state["wait"] >= self.patience
+
+    def restore(self, model: keras.Model) -> None:
+        """Load the committed training state (weights, optimiser step and slots) into ``model``, if any."""
+        _build_optimizer(model)
+        if self.state["checkpoint"] is None:
+            return
+        prefix = self.run_dir / self.state["checkpoint"]
+        if not Path(f"{prefix}.index").is_file():
+            raise ValueError(f"{self.run_dir / STATE} names the training state {prefix}, which is missing: "
+                             "delete the run folder to train again")
+        try:
+            _trackables(model).read(str(prefix)).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise ValueError(f"cannot restore {prefix} into this model (another architecture or optimiser?): {err}") from None
+
+    def _improved(self, value: float) -> bool:
+        best = self.state["best"]
+        if best is None:
+            return True
+        return value > best + self.min_delta if self.mode == "max" else value < best - self.min_delta
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"monitor {self.monitor!r} is not among the logged values {sorted(logs)}")
+        if epoch <= self.state["epoch"]:
+            raise ValueError(f"epoch {epoch} is already committed in {self.run_dir / STATE}")
+        tag = f"epoch-{epoch:04d}"
+        state = dict(self.state, epoch=epoch, checkpoint=f"{RESUME}/{tag}", renames=[])
+        _trackables(self.model).write(str(self.run_dir / state["checkpoint"]))
+        value = float(logs[self.monitor])
+        if np.isfinite(value) and self._improved(value):
+            state["renames"].append([_temp_name(BEST, tag), BEST])
+            self.model.save_weights(self.run_dir / state["renames"][-1][0])
+            state.update(best=value, best_epoch=epoch, wait=0)
+        else:
+            state["wait"] += 1
+        rows = [*self.rows, _log_row(epoch, logs)]
+        state["renames"].append([_temp_name(LOG, tag), LOG])
+        with open(self.run_dir / state["renames"][-1][0], "w", encoding="utf-8", newline="") as handle:
+            handle.write(_csv_text(rows))
+        files.atomic_write_json(self.run_dir / STATE, state)  # the commit
+        self.state, self.rows = state, rows
+        _complete(self.run_dir, state)
+        if self.stopped:
+            self.model.stop_training = True
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (wall time of the training steps of each epoch, validation excluded) to the logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started, self._train_seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if getattr(self, "_train_seconds", 0) is None:  # first evaluation inside this epoch
+            self._train_seconds = time.perf_counter() - self._started
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["epoch_seconds"] = self._train_seconds or time.perf_counter() - self._started
+
+
+class TqdmProgress(keras.callbacks.Callback):
+    """One progress bar over epochs (with the latest metrics) and one over the steps of an epoch."""
+
+    def __init__(self, epochs: int, steps: int | None, shown: tuple[str, ...] = ("loss", "val_loss", "val_severstal_score")):
+        super().__init__()
+        self.epochs, self.steps, self.shown = epochs, steps, shown
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.epoch_bar = tqdm(total=self.epochs, desc="epochs", unit="epoch")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_bar.n = epoch
+        self.epoch_bar.refresh()
+        self.step_bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step_bar.update(1)
+        if logs and "loss" in logs:
+            self.step_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.step_bar.close()
+        self.epoch_bar.update(epoch + 1 - self.epoch_bar.n)
+        self.epoch_bar.set_postfix({k: f"{logs[k]:.4f}" for k in self.shown if logs and k in logs})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.epoch_bar.close()
+
+
+def set_seed(seed: int, deterministic_ops: bool = False) -> None:
+    """Seed Python, numpy and TensorFlow; ``deterministic_ops`` also makes TF kernels deterministic (slower)."""
+    keras.utils.set_random_seed(int(seed))
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+def configure_precision(policy: str = "auto") -> str:
+    """Set the Keras dtype policy: ``auto`` = mixed_float16 when a GPU is visible, else float32.
+
+    Call before building the model. Returns the policy name in force.
+    """
+    allowed = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+    if policy not in allowed:
+        raise ValueError(f"precision policy must be one of {allowed}, got {policy!r}")
+    if policy == "auto":
+        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def device_summary() -> str:
+    """Where training runs, in words: each visible GPU's name, or the CPU and its core count."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count() or 1} cores, no GPU visible)"
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    return ", ".join(f"GPU:{i} {name}" for i, name in enumerate(names))
+
+
+def get_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over ``devices`` (default: every GPU when there are 2+), else the default strategy."""
+    if devices is None:
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = gpus if len(gpus) > 1 else None
+    if devices:
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The epoch log ``log.csv`` of a run folder."""
+    return pd.read_csv(Path(run_dir) / "log.csv")
+
+
+def fit(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    val_data: tf.data.Dataset,
+    run_dir: str | os.PathLike,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    monitor: str = "val_severstal_score",
+    mode: str = "max",
+    patience: int | None = None,
+    tensorboard: bool = True,
+    progress: bool = True,
+    extra_callbacks: list | None = None,
+    scorers: list | None = None,
+) -> pd.DataFrame:
+    """Train a compiled model, resuming from ``run_dir`` if a previous run was interrupted; the epoch log.
+
+    Every epoch is committed atomically (see :class:`RunCheckpoint`), so a run killed at any point
+    resumes after its last committed epoch, optimiser included. A run that finished before
+    (``finished.json``, same ``epochs``) is not trained again: its last weights are loaded into
+    ``model`` and its log is returned; other ``epochs`` raise, as do a ``monitor``/``mode`` other than
+    the run's. Keeps the best weights by ``monitor`` in ``run_dir/best.weights.h5``. Stops early
+    after ``patience`` epochs without improvement (``None`` = never), also across restarts.
+    ``scorers``: callbacks that add values to the epoch logs (e.g. validation scores computed in
+    numpy); they run before the commit, so those values are logged and can be the ``monitor``.
+    ``extra_callbacks`` run after everything else (values they add are not logged).
+    The log has one row per epoch: ``epoch`` (from 0), the logged values, ``epoch_seconds``.
+    """
+    epochs = checks.positive_int("epochs", epochs)
+    checks.choice("mode", mode, ("max", "min"))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    finished = run_dir / FINISHED
+    if finished.is_file():
+        record = files.read_json(finished)
+        recorded = record.get("epochs") if isinstance(record, dict) else None
+        if not isinstance(recorded, int):
+            raise ValueError(f"{finished}: expected {{\"epochs\": N}}, got {record!r}")
+        if recorded != epochs:
+            raise ValueError(f"{run_dir} holds a finished run of {recorded} epochs, not {epochs}: "
+                             "choose another run_dir, or delete this one to train again")
+        _remove_leftovers(run_dir, None)  # a kill may have come while the training state was being deleted
+        model.load_weights(run_dir / LAST)
+        return read_log(run_dir)
+    commit = RunCheckpoint(run_dir, monitor=monitor, mode=mode, patience=patience)
+    if commit.epochs_done > epochs:
+        raise ValueError(f"{run_dir} holds {commit.epochs_done} trained epochs, more than epochs={epochs}: "
+                         "choose another run_dir, or delete this one to train again")
+    commit.restore(model)
+    if commit.epochs_done < epochs and not commit.stopped:
+        steps = steps_per_epoch or _cardinality(train_data)
+        callbacks = [
+            EpochTimer(),
+            *(scorers or []),  # before the commit: the values they add count
+            commit,
+            *([keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0)]
+              if tensorboard else []),
+            *([TqdmProgress(epochs, steps, shown=tuple(dict.fromkeys(("loss", "val_loss", monitor))))] if progress else []),
+            *(extra_callbacks or []),
+        ]
+        model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=commit.epochs_done,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+    _finish(model, run_dir, epochs)
+    return read_log(run_dir)
+
+
+def _cardinality(data: tf.data.Dataset) -> int | None:
+    n = int(data.cardinality())
+    return n if n > 0 else None
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Create the optimiser's slots now rather than inside the first training step.
+
+    Restored at once, saved by ``_finish`` even with no step, and the train step is traced once
+    (variables created during its first call make TensorFlow trace it twice: measured 1.6 s per
+    ``fit`` for a MobileNet 0.25 classifier).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not getattr(optimizer, "_built", False):
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+
+def _trackables(model: keras.Model) -> tf.train.Checkpoint:
+    """What a resumed run needs: the model's variables and the optimiser's (step, slots)."""
+    optimizer = getattr(model, "optimizer", None)
+    return tf.train.Checkpoint(model=model, **({"optimizer": optimizer} if optimizer is not None else {}))
+
+
+def _temp_name(final: str, tag: str) -> str:
+    """``.<tag>.tmp.<final>``: hidden, in the same folder, and with ``final``'s suffix (``.weights.h5`` picks the format)."""
+    return f".{tag}.tmp.{final}"
+
+
+def _complete(run_dir: Path, state: dict) -> None:
+    """Finish a commit (again, after a kill): rename its temporaries into place, remove everything it does not name."""
+    for temp, final in state["renames"]:
+        if (run_dir / temp).is_file():  # gone: renamed before the kill
+            os.replace(run_dir / temp, run_dir / final)
+    _remove_leftovers(run_dir, state["checkpoint"])
+
+
+def _remove_leftovers(run_dir: Path, checkpoint: str | None) -> None:
+    """Delete temporaries of uncommitted writes, and training states other than ``checkpoint``."""
+    for path in [*run_dir.glob(".*.tmp.*"), *run_dir.glob(".*.tmp")]:
+        if path.is_file():
+            path.unlink()
+    kept = None if checkpoint is None else re.compile(re.escape(Path(checkpoint).name) + r"\.(index|data-\d+-of-\d+)")
+    resume = run_dir / RESUME
+    if kept is None:
+        shutil.rmtree(resume, ignore_errors=True)
+        return
+    for path in resume.iterdir() if resume.is_dir() else ():
+        if not kept.fullmatch(path.name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _recover(run_dir: Path) -> dict | None:
+    """The committed state of ``run_dir`` with its commit completed, or ``None`` when nothing was committed."""
+    path = run_dir / STATE
+    if (run_dir / "backup").exists():
+        raise ValueError(f"{run_dir} holds an unfinished run of an older helpers.modeling.train (backup/ of Keras' "
+                         "BackupAndRestore), which cannot be resumed: delete the folder to train again")
+    if not path.is_file():
+        stray = [name for name in (LOG, BEST) if (run_dir / name).exists()]
+        if stray:
+            raise ValueError(f"{run_dir} holds {' and '.join(stray)} but no {STATE}: not a run folder of "
+                             "helpers.modeling.train.fit; delete them (or the folder) to train again")
+        _remove_leftovers(run_dir, None)
+        return None
+    state = files.read_json(path)
+    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+        raise ValueError(f"{path}: not a training state of helpers.modeling.train.fit (needs {sorted(STATE_KEYS)}); an "
+                         "unfinished run of an older version cannot be resumed: delete the folder to train again")
+    _complete(run_dir, state)
+    return state
+
+
+def _read_rows(run_dir: Path, epochs: int) -> list[dict]:
+    """The rows of ``log.csv`` as text, checked to be epochs ``0 .. epochs - 1``."""
+    path = run_dir / LOG
+    if epochs == 0:
+        return []
+    if not path.is_file():
+        raise ValueError(f"{path} is missing, though {run_dir / STATE} commits {epochs} epoch(s)")
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    found = [row.get("epoch") for row in rows]
+    if found != [str(epoch) for epoch in range(epochs)]:
+        raise ValueError(f"{path}: epochs {found} do not match the {epochs} committed in {run_dir / STATE}")
+    return rows
+
+
+def _log_row(epoch: int, logs: dict) -> dict:
+    """``epoch`` then the logged values by name (as CSVLogger wrote them), as text."""
+    def cell(value):
+        if hasattr(value, "numpy"):
+            value = value.numpy()
+        return str(value.item() if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0 else value)
+    return {"epoch": str(epoch), **{key: cell(logs[key]) for key in sorted(logs)}}
+
+
+def _csv_text(rows: list[dict]) -> str:
+    """CSV of ``rows``; columns in order of first appearance, blanks where a row lacks one."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(dict.fromkeys(key for row in rows for key in row)), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _finish(model: keras.Model, run_dir: Path, epochs: int) -> None:
+    """Write the last weights, then ``finished.json`` (the commit of the finish), then drop the training state."""
+    temp = run_dir / _temp_name(LAST, "finish")
+    model.save_weights(temp)
+    os.replace(temp, run_dir / LAST)
+    files.atomic_write_json(run_dir / FINISHED, {"epochs": epochs})
+    shutil.rmtree(run_dir / RESUME, ignore_errors=True)

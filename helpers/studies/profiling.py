@@ -1,0 +1,148 @@
+"""Speed and memory of training: the model alone, fed by its input pipeline, and its peak memory.
+
+- :func:`step_rate`: images/s of the model's training step on one batch repeated from memory
+  (no decoding, no augmentation): what the model alone can do here.
+- :func:`fit_rate`: images/s of the same training step fed by a ``tf.data`` pipeline (end to end).
+  ``fit_rate / step_rate`` near 1 means the input pipeline keeps the model busy.
+- :func:`training_rates`: the pipeline alone, the step alone and both together, interleaved over
+  a few rounds (best of each), with the two ratios that say whether the input keeps up.
+- :func:`peak_training_memory`: peak resident memory of a fresh process that builds a model and
+  trains a few steps on random batches (so nothing else the caller holds is counted).
+
+Benchmarks, not tests: report the figures of one run side by side (the machines are noisy).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from helpers.core import checks
+from helpers.data import pipeline
+from helpers.backend import keras, tf
+
+__all__ = ["fit_rate", "peak_training_memory", "step_rate", "training_rates"]
+
+
+class _StepClock(keras.callbacks.Callback):
+    """Wall time from the start of batch ``first`` to the end of the last batch of a ``fit``."""
+
+    def __init__(self, first: int):
+        super().__init__()
+        self.first, self.started, self.ended = first, None, None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if batch == self.first:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.ended = time.perf_counter()
+
+
+def _timed_fit(model: keras.Model, dataset: tf.data.Dataset, steps: int, warmup: int) -> float:
+    """Images/s of one ``model.fit`` over ``dataset``, timing ``steps`` batches after ``warmup`` untimed ones."""
+    steps = checks.positive_int("steps", steps)
+    warmup = checks.positive_int("warmup", warmup)  # >= 1: the first step traces the graph
+    batch_size = dataset.element_spec[0].shape[0]
+    if batch_size is None:
+        raise ValueError("the dataset's batch size must be static (batch with drop_remainder=True)")
+    clock = _StepClock(warmup)
+    model.fit(dataset.repeat(), steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[clock])
+    return steps * int(batch_size) / (clock.ended - clock.started)
+
+
+def step_rate(model: keras.Model, images: np.ndarray, masks: np.ndarray, steps: int = 10, warmup: int = 2) -> float:
+    """Training images/s of a compiled ``model`` on one batch ``images (B, H, W, C)``, ``masks (B, H, W, K)`` held in memory."""
+    cached = tf.data.Dataset.from_tensors((tf.constant(images, tf.float32), tf.constant(masks, tf.float32))).repeat()
+    return _timed_fit(model, cached, steps, warmup)
+
+
+def fit_rate(model: keras.Model, dataset: tf.data.Dataset, steps: int = 10, warmup: int = 2) -> float:
+    """Training images/s of a compiled ``model`` fed by ``dataset`` (batches ``(images, masks)``), end to end."""
+    return _timed_fit(model, dataset, steps, warmup)
+
+
+def training_rates(model: keras.Model, dataset: tf.data.Dataset, steps: int = 10, rounds: int = 2) -> dict[str, float]:
+    """Images/s of the input ``dataset`` alone, of ``model``'s training step alone and of both together.
+
+    The three are measured in turn, ``rounds`` times (interleaved, so a busy spell of the machine
+    hits them alike), and the best of each is kept. Returns ``pipeline_images_per_s``,
+    ``step_images_per_s``, ``end_to_end_images_per_s``, ``pipeline_over_step`` and
+    ``end_to_end_over_step``.
+    """
+    rounds = checks.positive_int("rounds", rounds)
+    images, masks = next(iter(dataset))
+    best = {"pipeline_images_per_s": 0.0, "step_images_per_s": 0.0, "end_to_end_images_per_s": 0.0}
+    for _ in range(rounds):
+        measured = {
+            "pipeline_images_per_s": pipeline.pipeline_rate(dataset.repeat(), steps),
+            "step_images_per_s": step_rate(model, images.numpy(), masks.numpy(), steps),
+            "end_to_end_images_per_s": fit_rate(model, dataset, steps),
+        }
+        best = {key: max(best[key], value) for key, value in measured.items()}
+    best["pipeline_over_step"] = best["pipeline_images_per_s"] / best["step_images_per_s"]
+    best["end_to_end_over_step"] = best["end_to_end_images_per_s"] / best["step_images_per_s"]
+    return best
+
+
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _train_in_child(build_settings: dict, batch_size: int, image_size: tuple[int, int], steps: int, loss: str, queue) -> None:
+    try:
+        from helpers.modeling import builders, losses
+
+        after_import = _max_rss_mib()
+        model = builders.build_segmenter(**{**build_settings, "input_shape": (*image_size, 1)})
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.get_loss(loss))
+        rng = np.random.default_rng(0)
+        classes = model.output_shape[-1]
+        images = rng.uniform(0, 255, (batch_size, *image_size, 1)).astype(np.float32)
+        masks = (rng.random((batch_size, *image_size, classes)) < 0.05).astype(np.float32)
+        for _ in range(steps):
+            model.train_on_batch(images, masks)
+        queue.put({"after_import_mib": after_import, "peak_mib": _max_rss_mib(), "parameters": model.count_params()})
+    except Exception as err:  # report to the parent instead of dying silently
+        queue.put({"error": f"{type(err).__name__}: {err}"})
+
+
+def peak_training_memory(
+    build_settings: Mapping[str, Any],
+    batch_size: int,
+    image_size: Sequence[int],
+    steps: int = 3,
+    loss: str = "bce_dice",
+    timeout: float = 900.0,
+) -> dict[str, float]:
+    """Peak resident memory (MiB) of a fresh process training ``build_segmenter(**build_settings)``.
+
+    The child builds the model at ``image_size = (H, W)`` (grey input), compiles it with Adam and
+    ``loss`` and trains ``steps`` steps on random ``batch_size`` batches. Returns
+    ``{"peak_mib", "after_import_mib", "training_mib" (peak minus after-import), "parameters"}``.
+    """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    steps = checks.positive_int("steps", steps)
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be (H, W), got {image_size!r}")
+    size = (checks.positive_int("image height", image_size[0]), checks.positive_int("image width", image_size[1]))
+    settings = {key: value for key, value in build_settings.items() if key != "input_shape"}
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_train_in_child, args=(settings, batch_size, size, steps, loss, queue), daemon=True)
+    child.start()
+    try:
+        result = queue.get(timeout=timeout)
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+    if "error" in result:
+        raise RuntimeError(f"the memory probe failed in its child process: {result['error']}")
+    result["training_mib"] = result["peak_mib"] - result["after_import_mib"]
+    return result

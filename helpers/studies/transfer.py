@@ -1,0 +1,395 @@
+"""Transfer experiments of the radiograph pre-training method: fine-tune per (task, initialisation, fold).
+
+Initialisations (:data:`INITIALISATIONS`) of the encoder:
+
+- ``random``: no pre-trained weights;
+- ``imagenet``: the backbone's official ImageNet file, looked up offline in ``weights_dir``
+  (:func:`helpers.modeling.builders.find_weights_file`; a clear error names the missing file);
+- ``radiograph``: encoder weights pre-trained on radiographs (notebook ``05``, written by
+  :func:`helpers.modeling.builders.save_encoder_weights`), loaded strictly with the layer count reported.
+
+Tasks (:data:`TASKS`) on a Severstal-layout dataset, every defect class merged into one
+"defect" (the paper's tasks are binary):
+
+- ``classification``: defect / no defect per image; encoder + global average pooling + one
+  dense softmax layer over 2 classes, categorical cross-entropy, flips (the paper's recipe);
+- ``segmentation``: defect mask of the defective images only; a segmentation architecture
+  (U-Net by default) with the initialised encoder and a random decoder, BCE + Dice, flips, a
+  small affine transform and brightness/contrast.
+
+Nothing is frozen (the encoder is fine-tuned). BatchNormalization moving averages use momentum
+``bn_momentum`` = 0.9 (:data:`BN_MOMENTUM`, PyTorch's default, the paper's framework): with
+Keras' 0.99 a randomly initialised network trained for a few hundred steps keeps stale
+statistics and answers one class for every image in inference mode. Learning rate: cosine
+from ``learning_rate`` to ``min_learning_rate`` (the paper: 1e-3 / 5e-3 to 1e-6). Every epoch the validation images are
+scored in numpy (:func:`helpers.modeling.metrics.binary_classification_scores`,
+:func:`helpers.modeling.metrics.binary_segmentation_scores` at threshold 0.5) and logged as ``val_<score>``,
+which gives the convergence curves; the reported scores are those of the **last** epoch (the
+validation fold is the evaluation fold, so picking the best epoch on it would flatter every
+initialisation).
+
+:func:`cross_validate` runs all (initialisation, fold, training fraction) combinations, each in
+its own folder, and skips the finished ones when re-run (an interrupted sweep resumes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers.core import checks, files
+from helpers.data import augment, pipeline, radiographs
+from helpers.modeling import builders, losses, metrics, train
+from helpers.backend import keras, tf
+
+__all__ = [
+    "BN_MOMENTUM",
+    "CLASSIFICATION_SCORES",
+    "INITIALISATIONS",
+    "SEGMENTATION_SCORES",
+    "TASKS",
+    "build_model",
+    "check_initialisations",
+    "cross_validate",
+    "find_radiograph_encoder",
+    "fold_summary",
+    "run_fold",
+    "run_path",
+    "training_subset",
+]
+
+BN_MOMENTUM = 0.9
+INITIALISATIONS = ("random", "imagenet", "radiograph")
+TASKS = ("classification", "segmentation")
+CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
+SEGMENTATION_SCORES = ("precision", "recall", "accuracy", "pixel_accuracy", "iou_defect", "iou_background", "miou")
+
+
+def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed: int = 0) -> list[str]:
+    """A seeded share ``fraction`` in (0, 1] of ``ids``, per label value (so the class balance stays).
+
+    Subsets are nested: with the same seed, the 25 % subset lies inside the 50 % one.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    ids = sorted(ids)
+    chosen: list[str] = []
+    rng = np.random.default_rng(checks.seed("seed", seed))
+    for value in sorted(labels.reindex(ids).unique()):
+        members = [i for i in ids if labels[i] == value]
+        order = rng.permutation(len(members))
+        chosen += [members[j] for j in order[: max(1, round(fraction * len(members)))]]
+    return sorted(chosen)
+
+
+def _encoder_weights(init: str, weights_dir, radiograph_weights) -> str | None:
+    if init == "imagenet":
+        return "imagenet"
+    if init == "radiograph":
+        if not radiograph_weights or not Path(radiograph_weights).is_file():
+            raise FileNotFoundError(
+                f"initialisation 'radiograph' needs the encoder weights of notebook 05; not found: {radiograph_weights!r}"
+            )
+    return None
+
+
+def find_radiograph_encoder(pretrained_dir: str | os.PathLike, backbone: str, **backbone_options: Any) -> dict | None:
+    """The newest manifest ``<pretrained_dir>/*.json`` (written by notebook 05) of an encoder for this backbone, or None.
+
+    A manifest holds at least ``weights`` (the ``.h5`` path), ``backbone`` and the backbone
+    options it was built with (``alpha`` for mobilenet); options must match.
+    """
+    folder = Path(pretrained_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob("*.json"):
+        manifest = files.read_json(path)
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{path}: not an encoder manifest (expected a JSON object with weights and backbone)")
+        if manifest.get("backbone") == backbone and all(manifest.get(k) == v for k, v in backbone_options.items()):
+            found.append((path.stat().st_mtime, path.name, manifest))
+    return max(found, key=lambda item: item[:2])[2] if found else None
+
+
+def check_initialisations(
+    inits: Sequence[str],
+    backbone: str,
+    image_size: Sequence[int],
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    pretrained_dir: str | os.PathLike | None = None,
+    **backbone_options: Any,
+) -> dict[str, Any]:
+    """Which of ``inits`` can run here, and why the others cannot.
+
+    ``imagenet`` needs the official file (:func:`helpers.modeling.builders.find_weights_file`);
+    ``radiograph`` needs ``radiograph_weights``, or else the newest matching manifest in
+    ``pretrained_dir`` (:func:`find_radiograph_encoder`). Returns ``{"available": [...],
+    "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
+    """
+    for init in inits:
+        checks.choice("init", init, INITIALISATIONS)
+    found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
+    if "imagenet" in inits:
+        try:
+            found["imagenet_file"] = str(builders.find_weights_file(backbone, weights_dir, (*image_size, 1), **backbone_options))
+        except FileNotFoundError as err:
+            found["skipped"]["imagenet"] = str(err)
+    if "radiograph" in inits:
+        if not radiograph_weights and pretrained_dir is not None:
+            found["manifest"] = find_radiograph_encoder(pretrained_dir, backbone, **backbone_options)
+            radiograph_weights = found["manifest"]["weights"] if found["manifest"] else None
+        if radiograph_weights and Path(radiograph_weights).is_file():
+            found["radiograph_weights"] = str(radiograph_weights)
+        else:
+            where = radiograph_weights or f"no manifest for {backbone} {backbone_options or ''} in {pretrained_dir}"
+            found["skipped"]["radiograph"] = f"no radiograph-pretrained encoder ({where}): run notebook 05 first"
+    found["available"] = [init for init in inits if init not in found["skipped"]]
+    return found
+
+
+def build_model(
+    task: str,
+    init: str,
+    backbone: str,
+    image_size: Sequence[int],
+    arch: str = "unet",
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    **options: Any,
+) -> tuple[keras.Model, int]:
+    """The model of ``task`` with its encoder initialised by ``init``, and the number of encoder layers loaded.
+
+    ``image_size = (H, W)``, grey input in [0, 255] (segmenters take any multiple of 32 and
+    ignore it, except to find the ImageNet file). ``options``: backbone options (``alpha`` for
+    mobilenet) and, for segmentation, the architecture's (``decoder_filters``, ...).
+    """
+    checks.choice("task", task, TASKS)
+    checks.choice("init", init, INITIALISATIONS)
+    input_shape = (*image_size, 1)
+    encoder_weights = _encoder_weights(init, weights_dir, radiograph_weights)
+    if task == "classification":
+        model = builders.build_classifier(backbone, input_shape, n_outputs=2, activation="softmax",
+                                        encoder_weights=encoder_weights, weights_dir=weights_dir, **options)
+    else:  # any size: trained on crops, validated on whole patches
+        model = builders.build_segmenter(arch, backbone, (None, None, 1), classes=1, encoder_weights=encoder_weights,
+                                       weights_dir=weights_dir, **options)
+    if init == "radiograph":
+        loaded = builders.load_encoder_weights(model, radiograph_weights, backbone)
+    elif init == "imagenet":
+        loaded = len([layer for layer in builders.encoder_layers(model, backbone) if layer.weights and layer.name != builders.STEM_NAME])
+    else:
+        loaded = 0
+    return model, loaded
+
+
+class _EpochScores(keras.callbacks.Callback):
+    """Scores the validation images in numpy after every epoch and adds ``val_<score>`` to the logs."""
+
+    def __init__(self, task: str, images: np.ndarray, truth: np.ndarray, batch_size: int):
+        super().__init__()
+        self.task, self.images, self.truth, self.batch_size = task, images, truth, batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        predicted = self.model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        for name, value in _score(self.task, self.truth, predicted).items():
+            if logs is not None:
+                logs[f"val_{name}"] = value
+
+
+def _score(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    if task == "classification":
+        return metrics.binary_classification_scores(truth, predicted.argmax(axis=-1))
+    return metrics.binary_segmentation_scores(truth, predicted.astype(np.float32), threshold=0.5)
+
+
+def _merged_defects(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return images, tf.reduce_max(masks, axis=-1, keepdims=True)
+
+
+def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size):
+    """(training dataset, validation images, validation truth) of ``task``."""
+    size = tuple(int(v) for v in image_size)
+    if task == "classification":
+        labels = radiographs.defect_labels(wide)
+        onehot = np.eye(2, dtype=np.float32)
+        flips = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
+        train_data = pipeline.make_image_dataset(
+            [Path(data_dir) / "train_images" / i for i in train_ids], onehot[labels.reindex(train_ids).to_numpy()],
+            batch_size, training=True, image_size=size, transforms=flips, seed=seed, progress=False)
+        val_data = pipeline.make_image_dataset(
+            [Path(data_dir) / "train_images" / i for i in val_ids], onehot[labels.reindex(val_ids).to_numpy()],
+            batch_size, training=False, image_size=size, progress=False)
+        images = np.concatenate([x.numpy() for x, _ in val_data])
+        return train_data, images, labels.reindex(val_ids).to_numpy()
+    transforms = augment.train_transforms(crop_size=crop_size, resize_to=size, seed=seed)
+    train_data = pipeline.make_dataset(data_dir, train_ids, wide, batch_size, training=True, seed=seed,
+                                       transforms=transforms, progress=False).map(_merged_defects)
+    val_data = pipeline.make_dataset(data_dir, val_ids, wide, batch_size, training=False, resize_to=size,
+                                     progress=False).map(_merged_defects)
+    batches = [(x.numpy(), m.numpy()) for x, m in val_data]
+    return train_data, np.concatenate([x for x, _ in batches]), np.concatenate([m for _, m in batches]).astype(np.uint8)
+
+
+def run_fold(
+    task: str,
+    init: str,
+    data_dir: str | os.PathLike,
+    wide: pd.DataFrame,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    run_dir: str | os.PathLike,
+    backbone: str = "mobilenet",
+    image_size: Sequence[int] = (256, 256),
+    epochs: int = 30,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    min_learning_rate: float = 1e-6,
+    seed: int = 0,
+    arch: str = "unet",
+    weights_dir: str | os.PathLike | None = None,
+    radiograph_weights: str | os.PathLike | None = None,
+    crop_size: Sequence[int] | None = None,
+    bn_momentum: float = BN_MOMENTUM,
+    progress: bool = False,
+    **options: Any,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fine-tune one model and score it on ``val_ids``: ``(scores of the last epoch, epoch log)``.
+
+    ``run_dir`` holds the run (see :func:`helpers.modeling.train.fit`; resumable, its last weights in
+    ``last.weights.h5``) and ``scores.json``. For ``segmentation`` pass the defective images only
+    (as the paper does); ``crop_size = (h, w)`` trains on random crops of the ``image_size``
+    images (biased towards defects, several times cheaper) and still validates on whole images.
+    ``batch_size`` is lowered to the number of training images when they are fewer;
+    ``bn_momentum``: see :func:`helpers.modeling.builders.set_batchnorm_momentum`.
+    """
+    checks.choice("task", task, TASKS)
+    if crop_size is not None and task == "classification":
+        raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
+    epochs = checks.positive_int("epochs", epochs)
+    batch_size = min(checks.positive_int("batch_size", batch_size), len(train_ids))  # tiny subsets: one batch per epoch
+    run_dir = Path(run_dir)
+    keras.backend.clear_session()
+    train.set_seed(seed)
+    train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size)
+    model, loaded = build_model(task, init, backbone, image_size, arch=arch, weights_dir=weights_dir,
+                                radiograph_weights=radiograph_weights, **options)
+    builders.set_batchnorm_momentum(model, bn_momentum)
+    steps = max(1, len(train_ids) // batch_size)
+    schedule = train.WarmupCosine(learning_rate, total_steps=epochs * steps, min_lr=min(min_learning_rate, learning_rate))
+    loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    monitor = "val_f1" if task == "classification" else "val_miou"
+    started = time.perf_counter()
+    log = train.fit(model, train_data, None, run_dir, epochs=epochs, monitor=monitor, mode="max", tensorboard=False,
+                    progress=progress, scorers=[_EpochScores(task, val_images, val_truth, batch_size)])
+    seconds = time.perf_counter() - started
+    last = log.iloc[-1]
+    names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
+    scores = {name: float(last[f"val_{name}"]) for name in names}
+    scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
+               "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
+               "bn_momentum": float(bn_momentum), "train_seconds": seconds}
+    files.atomic_write_json(run_dir / "scores.json", scores)  # written last: its presence means "done"
+    return scores, log
+
+
+def run_path(out_dir: str | os.PathLike, task: str, init: str, fraction: float, fold: int) -> Path:
+    """Folder of one run of :func:`cross_validate`: ``out_dir/<task>/<init>/frac<fraction>/fold<fold>``."""
+    return Path(out_dir) / task / init / f"frac{float(fraction):g}" / f"fold{int(fold)}"
+
+
+def cross_validate(
+    task: str,
+    inits: Sequence[str],
+    data_dir: str | os.PathLike,
+    wide: pd.DataFrame,
+    folds: pd.Series,
+    out_dir: str | os.PathLike,
+    fractions: Sequence[float] = (1.0,),
+    seed: int = 0,
+    progress: bool = True,
+    **settings: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_fold` for every (fraction, initialisation, fold): ``(scores, logs)`` tables.
+
+    ``folds``: ``ImageId -> fold`` (e.g. :func:`helpers.data.splits.group_kfold`); fold ``k`` is
+    validated on its images after training on the others, reduced to ``fraction`` of them by
+    :func:`training_subset` (validation images unchanged). For ``segmentation`` only the
+    defective images take part. Runs live in ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a run
+    whose ``scores.json`` exists is read back instead of trained again, and a run recorded
+    (``recipe.json``) with other settings, seed or images is a ``ValueError``. ``settings`` go to
+    :func:`run_fold`. ``scores`` has one row per run; ``logs`` the epoch logs with
+    ``init, fold, fraction`` columns.
+    """
+    checks.choice("task", task, TASKS)
+    settings = {"bn_momentum": BN_MOMENTUM} | settings  # recorded in every recipe
+    for init in inits:
+        checks.choice("init", init, INITIALISATIONS)
+    labels = radiographs.defect_labels(wide)
+    folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
+    if folds.isna().any():
+        raise ValueError(f"{int(folds.isna().sum())} image(s) have no fold, e.g. {list(folds.index[folds.isna()][:3])}")
+    combos = [(fraction, init, int(fold)) for fraction in fractions for init in inits for fold in sorted(folds.unique())]
+    rows, logs = [], []
+    for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
+        run_dir = run_path(out_dir, task, init, fraction, fold)
+        train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=seed)
+        val_ids = sorted(folds.index[folds == fold])
+        _check_recipe(run_dir, _recipe(init, settings, seed, train_ids, val_ids))
+        if (run_dir / "scores.json").is_file():
+            scores, log = files.read_json(run_dir / "scores.json"), train.read_log(run_dir)
+        else:
+            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, seed=seed, **settings)
+        rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
+        logs.append(log.assign(init=init, fold=fold, fraction=fraction))
+    return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
+
+
+def _recipe(init: str, settings: dict[str, Any], seed: int, train_ids: Sequence[str],
+            val_ids: Sequence[str]) -> dict[str, Any]:
+    """What defines a run of :func:`cross_validate`, as JSON values (paths and sequences as strings/lists)."""
+    unused = {"radiograph_weights"} if init != "radiograph" else set()
+    unused |= {"weights_dir"} if init != "imagenet" else set()
+    def plain(value: Any) -> Any:
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if isinstance(value, os.PathLike):
+            return str(value)
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [plain(item) for item in value]
+        return repr(value)
+    recipe = {key: plain(value) for key, value in sorted(settings.items()) if key not in unused | {"progress"}}
+    return recipe | {"seed": int(seed), "train_ids": sorted(map(str, train_ids)), "val_ids": sorted(map(str, val_ids))}
+
+
+def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
+    """Record ``recipe`` in ``run_dir/recipe.json``; a different recorded recipe is a ``ValueError``."""
+    path = run_dir / "recipe.json"
+    if path.is_file():
+        recorded = files.read_json(path)
+        changed = sorted(key for key in recorded.keys() | recipe.keys() if recorded.get(key) != recipe.get(key))
+        if changed:
+            raise ValueError(f"{run_dir} was run with other settings ({', '.join(changed)}): "
+                             "use another output folder, or delete that run to redo it")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files.atomic_write_json(path, recipe)
+
+
+def fold_summary(scores: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = ("init",)) -> pd.DataFrame:
+    """``mean ± std`` over folds of ``columns`` per group ``by`` (strings, 4 decimals), plus the fold count ``n``."""
+    grouped = scores.groupby(list(by), sort=False)[list(columns)]
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    table = mean.map(lambda v: f"{v:.4f}") + " ± " + std.map(lambda v: f"{v:.4f}")
+    table["n"] = grouped.size()
+    return table
