@@ -120,55 +120,6 @@ def test_tile_origins_rejects_bad_arguments(length, tile, stride, message):
         convert.tile_origins(length, tile, stride)
 
 
-@pytest.mark.parametrize(
-    "groups, fraction, seed, n_val",
-    [
-        (["a", "b", "c", "d", "e"], 0.2, 0, 1),
-        (["a", "b", "c", "d", "e"], 0.4, 3, 2),
-        (["a", "a", "b"], 0.0, 0, 0),
-        (["x", "y"], 0.1, 0, 1),  # at least one val group ...
-        (["x", "y"], 0.9, 0, 1),  # ... and at least one train group
-        (["x"], 0.5, 0, 0),  # a single group stays in train
-    ],
-)
-def test_split_groups_is_seeded_and_sized(groups, fraction, seed, n_val):
-    first = convert.split_groups(groups, fraction, seed)
-    assert first == convert.split_groups(list(reversed(groups)), fraction, seed)
-    assert sorted(first) == sorted(set(groups))
-    assert list(first.values()).count("val") == n_val
-
-
-@pytest.mark.parametrize("fraction", [1.0, -0.1, "half"])
-def test_split_groups_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
-        convert.split_groups(["a"], fraction)
-
-
-@pytest.mark.parametrize("mode", ["L", "P", "RGB"])
-def test_read_label_image_keeps_class_ids(tmp_path, mode):
-    labels = INDEX_MASKS["c"]
-    path = tmp_path / "m.png"
-    if mode == "P":
-        image = Image.frombytes("P", (SHAPE[1], SHAPE[0]), labels.tobytes())
-        image.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 756)
-        image.save(path)
-    else:
-        save(path, np.stack([labels] * 3, axis=-1) if mode == "RGB" else labels)
-    values, _ = convert.read_label_image(path)
-    np.testing.assert_array_equal(values, labels)
-
-
-def test_read_label_image_reads_1bit_as_0_1_and_rejects_colour(tmp_path):
-    bits = INDEX_MASKS["a"] > 0
-    values, mode = convert.read_label_image(save(tmp_path / "bits.png", bits))
-    assert mode == "1"
-    np.testing.assert_array_equal(values, bits.astype(np.uint8))
-    colour = np.zeros(SHAPE + (3,), np.uint8)
-    colour[0, 0] = (255, 0, 0)
-    with pytest.raises(ValueError, match="colour.png"):
-        convert.read_label_image(save(tmp_path / "colour.png", colour))
-
-
 # ----------------------------------------------------------------------------- index masks
 
 
@@ -1018,12 +969,6 @@ def test_index_masks_reject_bad_seed_and_suffix(index_src, tmp_path, kwargs, pat
     with pytest.raises(ValueError, match=pattern):
         convert.convert_index_masks(index_src / "images", index_src / "masks", tmp_path / "out", NAMES,
                                     progress=False, **kwargs)
-
-
-@pytest.mark.parametrize("seed", [-1, "x", [0, -2]])
-def test_split_groups_rejects_bad_seed(seed):
-    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
-        convert.split_groups(["a", "b"], 0.5, seed)
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan, "wide", None])

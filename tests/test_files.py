@@ -42,6 +42,41 @@ def test_check_dataset_lists_a_bomb_instead_of_aborting(tmp_path):
     assert "refusing image" in problems["problem"].iloc[0]
 
 
+# Labels of an 8x10 index mask: class 3 in a block, class 1 in a corner, 0 = background.
+LABELS = np.zeros((8, 10), np.uint8)
+LABELS[2:5, 3:7] = 3
+LABELS[0, 9] = 1
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGB"])
+def test_read_label_image_keeps_class_ids(tmp_path, mode):
+    path = tmp_path / "m.png"
+    if mode == "P":
+        image = Image.frombytes("P", (LABELS.shape[1], LABELS.shape[0]), LABELS.tobytes())
+        image.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 756)
+        image.save(path)
+    else:
+        _save(path, np.stack([LABELS] * 3, axis=-1) if mode == "RGB" else LABELS)
+    values, _ = files.read_label_image(path)
+    np.testing.assert_array_equal(values, LABELS)
+
+
+def test_read_label_image_reads_1bit_as_0_1_and_rejects_colour(tmp_path):
+    bits = LABELS > 0
+    values, mode = files.read_label_image(_save(tmp_path / "bits.png", bits))
+    assert mode == "1"
+    np.testing.assert_array_equal(values, bits.astype(np.uint8))
+    colour = np.zeros(LABELS.shape + (3,), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    with pytest.raises(ValueError, match="colour.png"):
+        files.read_label_image(_save(tmp_path / "colour.png", colour))
+
+
 # (stored 16-bit values, expected 8-bit values): one rule for every image, whatever its own maximum
 SIXTEEN_BIT_CASES = [
     ([0, 256, 257, 65535], [0, 1, 1, 255]),  # grey 256 of a dark image is no longer stretched to 255

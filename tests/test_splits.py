@@ -79,6 +79,36 @@ def test_zero_val_fraction_and_single_image():
     assert set(splits.stratified_split(_wide({"3": 1}), 0.5)) == {"train"}
 
 
+@pytest.mark.parametrize(
+    "groups, fraction, seed, n_val",
+    [
+        (["a", "b", "c", "d", "e"], 0.2, 0, 1),
+        (["a", "b", "c", "d", "e"], 0.4, 3, 2),
+        (["a", "a", "b"], 0.0, 0, 0),
+        (["x", "y"], 0.1, 0, 1),  # at least one val group ...
+        (["x", "y"], 0.9, 0, 1),  # ... and at least one train group
+        (["x"], 0.5, 0, 0),  # a single group stays in train
+    ],
+)
+def test_split_groups_is_seeded_and_sized(groups, fraction, seed, n_val):
+    first = splits.split_groups(groups, fraction, seed)
+    assert first == splits.split_groups(list(reversed(groups)), fraction, seed)
+    assert sorted(first) == sorted(set(groups))
+    assert list(first.values()).count("val") == n_val
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, "half"])
+def test_split_groups_rejects_bad_fraction(fraction):
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        splits.split_groups(["a"], fraction)
+
+
+@pytest.mark.parametrize("seed", [-1, "x", [0, -2]])
+def test_split_groups_rejects_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        splits.split_groups(["a", "b"], 0.5, seed)
+
+
 @pytest.mark.parametrize("val_fraction", [0.1, 0.25, 0.5])
 def test_group_split_keeps_groups_whole(val_fraction):
     wide = _wide()

@@ -33,6 +33,7 @@ __all__ = [
     "read_csv",
     "read_grey",
     "read_json",
+    "read_label_image",
     "read_text",
     "read_text_lines",
     "sixteen_to_eight_bits",
@@ -214,6 +215,35 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
                     return np.ascontiguousarray(rgb[..., 0])
             return np.asarray(image.convert("L"))
         raise ValueError(f"unsupported image mode {image.mode!r} in {path}")
+
+
+def read_label_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Raw label values of a mask file as ``(array (H, W), PIL mode)``.
+
+    Unlike :func:`read_grey`, palette (``P``) masks give their palette *indices*
+    and 1-bit masks give 0/1, so index masks keep their class ids. Grey masks stored as
+    identical RGB channels give one channel; colour masks raise ``ValueError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read mask {path}: {err}") from None
+    if mode == "1":
+        array = array.astype(np.uint8)
+    elif array.ndim == 3:
+        if mode in ("LA", "PA"):
+            array = array[..., 0]
+        elif (array[..., :3] == array[..., :1]).all():
+            array = array[..., 0]
+        else:
+            raise ValueError(f"mask {path} is a colour ({mode}) image; expected one channel of labels")
+    return np.ascontiguousarray(array), mode
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 90) -> Path:

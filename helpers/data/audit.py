@@ -22,7 +22,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers.core import files, severstal
-from helpers.data import convert
 
 __all__ = [
     "DUPLICATE_COLUMNS",
@@ -220,7 +219,7 @@ def mask_transform_groups(masks_dir: PathLike, mask_suffix: str = ".png", progre
     paths = sorted(masks_dir.glob(f"*{mask_suffix}"))
     by_key: dict[str, list[str]] = defaultdict(list)
     for path in tqdm(paths, desc="mask forms", unit="mask", disable=not progress):
-        labels, _ = convert.read_label_image(path)
+        labels, _ = files.read_label_image(path)
         if labels.any():
             by_key[_dihedral_key(labels)].append(path.stem)
     return {stem: min(stems) for stems in by_key.values() if len(stems) > 1 for stem in stems}

@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from helpers.core import checks, files, rle, severstal
+from helpers.data import splits
 
 __all__ = [
     "BOX_COLUMNS",
@@ -62,8 +62,6 @@ __all__ = [
     "convert_neu_seg",
     "convert_tiled_radiographs",
     "read_gdxray_boxes",
-    "read_label_image",
-    "split_groups",
     "tile_origins",
 ]
 
@@ -113,62 +111,6 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     return origins
 
 
-def split_groups(
-    groups: Sequence[str],
-    val_fraction: float,
-    seed: int | Sequence[int] = 0,
-    val_split: str = "val",
-    train_split: str = "train",
-) -> dict[str, str]:
-    """Seeded split of distinct ``groups`` into ``{group: split}``.
-
-    ``round(val_fraction * n_groups)`` groups go to ``val_split``, but at least one and at
-    most ``n_groups - 1`` when ``val_fraction > 0`` and there are two or more groups (a
-    single group stays in ``train_split``). The choice depends only on the sorted group
-    names and ``seed``.
-    """
-    val_fraction = checks.fraction("val_fraction", val_fraction)
-    _seed(seed)
-    unique = sorted(set(groups))
-    n_val = int(np.floor(val_fraction * len(unique) + 0.5))
-    if val_fraction > 0 and len(unique) > 1:
-        n_val = min(max(n_val, 1), len(unique) - 1)
-    elif len(unique) <= 1:
-        n_val = 0
-    order = np.random.default_rng(seed).permutation(len(unique))
-    val = {unique[i] for i in order[:n_val]}
-    return {g: (val_split if g in val else train_split) for g in unique}
-
-
-def read_label_image(path: PathLike) -> tuple[np.ndarray, str]:
-    """Raw label values of a mask file as ``(array (H, W), PIL mode)``.
-
-    Unlike :func:`files.read_grey`, palette (``P``) masks give their palette *indices*
-    and 1-bit masks give 0/1, so index masks keep their class ids. Grey masks stored as
-    identical RGB channels give one channel; colour masks raise ``ValueError``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            array = np.asarray(image)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read mask {path}: {err}") from None
-    if mode == "1":
-        array = array.astype(np.uint8)
-    elif array.ndim == 3:
-        if mode in ("LA", "PA"):
-            array = array[..., 0]
-        elif (array[..., :3] == array[..., :1]).all():
-            array = array[..., 0]
-        else:
-            raise ValueError(f"mask {path} is a colour ({mode}) image; expected one channel of labels")
-    return np.ascontiguousarray(array), mode
-
-
 # ----------------------------------------------------------------------------- argument checks
 
 
@@ -177,13 +119,6 @@ def _threshold(threshold: int) -> int:
         return checks.integer("threshold", threshold, 0, 254)
     except ValueError as err:
         raise ValueError(f"{err} (defect = mask value > threshold)") from None
-
-
-def _seed(seed: int | Sequence[int]) -> int | list[int]:
-    """A seed >= 0, or a sequence of them (as ``numpy.random.default_rng`` takes)."""
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
-        return checks.seed("seed", seed)
-    return [checks.seed("seed", s) for s in seed]
 
 
 def _class_names(class_names: Mapping[int, str]) -> dict[int, str]:
@@ -213,7 +148,7 @@ def _check_size(mask_path: Path, mask_shape: tuple[int, ...], image_path: Path, 
 def _binary(path: Path, threshold: int, faint: list[str] | None = None) -> np.ndarray:
     """Defect pixels of a mask: value > ``threshold`` (1-bit: 1); a mask with non-zero values
     but none above ``threshold`` (e.g. 0/1 in 8 bits) is appended to ``faint``."""
-    values, mode = read_label_image(path)
+    values, mode = files.read_label_image(path)
     if mode == "1":
         return values.astype(bool)
     mask = values > threshold
@@ -297,11 +232,11 @@ class _Output:
         wide["Height"] = np.array([r[2] for r in self.rows], dtype=np.int64)
         wide["Width"] = np.array([r[3] for r in self.rows], dtype=np.int64)
         wide = wide.sort_index()
-        splits = pd.DataFrame({"split": [r[4] for r in self.rows], "group": [r[5] for r in self.rows]}, index=index)
+        split_table = pd.DataFrame({"split": [r[4] for r in self.rows], "group": [r[5] for r in self.rows]}, index=index)
         try:
             severstal.write_train_csv(wide, self.building / "train.csv")
             severstal.write_classes(self.building, self.class_names)
-            severstal.write_splits(self.building, splits)
+            severstal.write_splits(self.building, split_table)
         except BaseException:
             self.abort()
             raise
@@ -400,7 +335,7 @@ def convert_index_masks(
             mask_path = masks_dir / f"{image.stem}{mask_suffix}"
             if not mask_path.is_file():
                 raise FileNotFoundError(f"mask not found for image {image}: expected {mask_path}")
-            labels, _ = read_label_image(mask_path)
+            labels, _ = files.read_label_image(mask_path)
             shape = files.image_size(image, decode=True)
             _check_size(mask_path, labels.shape, image, shape)
             present = np.unique(labels)
@@ -419,21 +354,21 @@ def convert_index_masks(
 
 def _image_splits(
     images: list[Path],
-    splits: Mapping[str, Sequence[str]] | None,
+    lists: Mapping[str, Sequence[str]] | None,
     val_fraction: float,
     seed: int,
     group_of: Mapping[str, str],
 ) -> dict[str, str]:
     stems = [p.stem for p in images]
-    if splits is None:
-        group_split = split_groups(list(group_of.values()), val_fraction, seed)
+    if lists is None:
+        group_split = splits.split_groups(list(group_of.values()), val_fraction, seed)
         return {stem: group_split[group_of[stem]] for stem in stems}
-    if not isinstance(splits, Mapping) or not splits:
-        raise ValueError(f"splits must map split name -> image ids, e.g. {{'train': [...], 'val': [...]}}; got {splits}")
+    if not isinstance(lists, Mapping) or not lists:
+        raise ValueError(f"splits must map split name -> image ids, e.g. {{'train': [...], 'val': [...]}}; got {lists}")
     by_name = {p.name: p.stem for p in images}
     known = set(stems)
     split_of: dict[str, str] = {}
-    for split, ids in splits.items():
+    for split, ids in lists.items():
         if isinstance(ids, str):
             raise ValueError(f"splits[{split!r}] must be a list of image ids, got a string")
         for image_id in ids:
@@ -445,7 +380,7 @@ def _image_splits(
             split_of[stem] = str(split)
     missing = sorted(known - set(split_of))
     if missing:
-        raise ValueError(f"{len(missing)} image(s) are in no split ({list(splits)}), e.g. {missing[:3]}")
+        raise ValueError(f"{len(missing)} image(s) are in no split ({list(lists)}), e.g. {missing[:3]}")
     return split_of
 
 
@@ -458,9 +393,9 @@ def _read_split_lists(split_files: list[Path], images_dir: Path) -> dict[str, li
     images = files.list_images(images_dir)
     stem_of = {**{p.stem: p.stem for p in images}, **{p.name: p.stem for p in images}}
     listed: dict[str, str] = {}
-    splits: dict[str, list[str]] = {}
+    lists: dict[str, list[str]] = {}
     for path in split_files:
-        splits[path.stem] = []
+        lists[path.stem] = []
         for number, image_id in files.read_text_lines(path):
             where = f"{path} line {number}"
             stem = stem_of.get(image_id)
@@ -470,8 +405,8 @@ def _read_split_lists(split_files: list[Path], images_dir: Path) -> dict[str, li
             if stem in listed:
                 raise ValueError(f"{where}: {image_id!r} is also listed in {listed[stem]}")
             listed[stem] = where
-            splits[path.stem].append(stem)
-    return splits
+            lists[path.stem].append(stem)
+    return lists
 
 
 def convert_neu_seg(
@@ -494,9 +429,9 @@ def convert_neu_seg(
     split_files = sorted((src_dir / "splits").glob("*.txt"))
     if not split_files:
         raise FileNotFoundError(f"no split lists (*.txt) in {src_dir / 'splits'}")
-    splits = _read_split_lists(split_files, src_dir / "images")
+    lists = _read_split_lists(split_files, src_dir / "images")
     return convert_index_masks(
-        src_dir / "images", src_dir / "masks", out_dir, NEU_SEG_CLASSES, splits=splits, groups=groups,
+        src_dir / "images", src_dir / "masks", out_dir, NEU_SEG_CLASSES, splits=lists, groups=groups,
         overwrite=overwrite, progress=progress,
     )
 
@@ -573,7 +508,7 @@ def convert_folder_masks(
     split_of: dict[str, str] = {}
     for k, folder in enumerate([*folders, *free_folders]):
         stems = [image.stem for f, image in items if f == folder]
-        split_of.update(split_groups(stems, val_fraction, seed=[seed, k]) if stems else {})
+        split_of.update(splits.split_groups(stems, val_fraction, seed=[seed, k]) if stems else {})
     output = _Output(Path(out_dir), names, overwrite, threshold=threshold)
 
     def body() -> None:
@@ -721,7 +656,7 @@ def _split_of_groups(
 ) -> dict[str, str]:
     """``{group: split}``: ``val_groups`` go to ``val`` (each must be one of ``groups``), else a seeded fraction."""
     if val_groups is None:
-        return split_groups(groups, val_fraction, seed)
+        return splits.split_groups(groups, val_fraction, seed)
     val = {str(g) for g in ([val_groups] if isinstance(val_groups, str) else val_groups)}
     unknown = sorted(val - set(groups))
     if unknown:

@@ -3,6 +3,7 @@
 - :func:`stratified_split`: seeded split stratified by *class combination* (the classes
   present in an image, e.g. ``"3"``, ``"1+3"``, ``""`` = defect-free);
 - :func:`group_split`: whole groups (e.g. source radiographs, coils) to one side;
+- :func:`split_groups`: the seeded ``{group: split}`` behind it (the converters use it too);
 - :func:`from_splits_csv`: the split recorded in ``splits.csv`` (converters write it);
 - :func:`train_val_ids`: one entry point choosing among them (``strategy``);
 - :func:`group_kfold`: k folds by group (optionally stratified), for cross-validation;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from helpers.core import checks, severstal
-from helpers.data import audit, convert
+from helpers.data import audit
 
 __all__ = [
     "RARE_STRATUM",
@@ -35,6 +37,7 @@ __all__ = [
     "group_kfold",
     "group_split",
     "merge_rare",
+    "split_groups",
     "stratified_split",
     "train_val_ids",
 ]
@@ -117,16 +120,50 @@ def stratified_split(
     return split.reindex(wide.index).astype(str)
 
 
+def split_groups(
+    groups: Sequence[str],
+    val_fraction: float,
+    seed: int | Sequence[int] = 0,
+    val_split: str = "val",
+    train_split: str = "train",
+) -> dict[str, str]:
+    """Seeded split of distinct ``groups`` into ``{group: split}``.
+
+    ``round(val_fraction * n_groups)`` groups go to ``val_split``, but at least one and at
+    most ``n_groups - 1`` when ``val_fraction > 0`` and there are two or more groups (a
+    single group stays in ``train_split``). The choice depends only on the sorted group
+    names and ``seed``.
+    """
+    val_fraction = checks.fraction("val_fraction", val_fraction)
+    _seed(seed)
+    unique = sorted(set(groups))
+    n_val = int(np.floor(val_fraction * len(unique) + 0.5))
+    if val_fraction > 0 and len(unique) > 1:
+        n_val = min(max(n_val, 1), len(unique) - 1)
+    elif len(unique) <= 1:
+        n_val = 0
+    order = np.random.default_rng(seed).permutation(len(unique))
+    val = {unique[i] for i in order[:n_val]}
+    return {g: (val_split if g in val else train_split) for g in unique}
+
+
+def _seed(seed: int | Sequence[int]) -> int | list[int]:
+    """A seed >= 0, or a sequence of them (as ``numpy.random.default_rng`` takes)."""
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
+        return checks.seed("seed", seed)
+    return [checks.seed("seed", s) for s in seed]
+
+
 def group_split(groups: pd.Series, val_fraction: float = 0.2, seed: int = 0) -> pd.Series:
     """Seeded ``ImageId -> "train"/"val"`` split keeping every group on one side.
 
     ``groups``: ImageId -> group id. ``round(val_fraction * n_groups)`` *groups* go to
     validation (at least one, and at least one stays in train, when there are two or more
-    groups); see :func:`helpers.data.convert.split_groups`.
+    groups); see :func:`split_groups`.
     """
     val_fraction, seed = checks.fraction("val_fraction", val_fraction), checks.seed("seed", seed)
     groups = _series("groups", groups)
-    split_of = convert.split_groups(groups.tolist(), val_fraction, seed)
+    split_of = split_groups(groups.tolist(), val_fraction, seed)
     split = groups.map(split_of).rename("split")
     check_groups(split, groups)
     return split

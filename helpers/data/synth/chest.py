@@ -52,7 +52,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files
-from helpers.data import convert, radiographs
+from helpers.data import radiographs, splits
 from helpers.data.synth import steel
 
 __all__ = [
@@ -1144,7 +1144,7 @@ def make_chexpert_dataset(
     plan = _plan(n_images, seed, lateral_fraction, stats)
     labels = sample_labels(int(plan["study_index"].max()) + 1, seed, stats).to_numpy()
     patients = [f"patient{p:05d}" for p in plan["patient"]]
-    split_of = convert.split_groups(patients, valid_fraction, seed, val_split="valid")
+    split_of = splits.split_groups(patients, valid_fraction, seed, val_split="valid")
     rows = {"train": [], "valid": []}
     with files.replacing_folder(final) as staging:  # a killed run leaves the old corpus whole
         images = tqdm(plan.itertuples(index=False), total=len(plan), disable=not progress, desc="synthetic chest",
