@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers.modeling import builders
+from helpers.modeling import builders, weight_files
 from helpers.backend import keras, sm, tf
 
 SHAPE = (32, 64, 1)
@@ -30,7 +30,7 @@ TOLERANCE = 1e-4
 def _offline(monkeypatch):
     """Fixed seed, no weights folders from the environment, and any download attempt fails the test."""
     keras.utils.set_random_seed(0)
-    monkeypatch.delenv(builders.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(weight_files.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.delenv("KERAS_HOME", raising=False)
 
     def no_download(*args, **kwargs):
@@ -80,8 +80,8 @@ def _fake_pretrained(backbone: str, folder: Path, monkeypatch, seed: int = 1, **
     official = builders.official_weights_file(backbone, SHAPE, **options)
     path = folder / official.name
     rgb.save_weights(str(path))
-    checksums = dict(builders.OFFICIAL_CHECKSUMS) | {official.name: _checksum(path, official.checksum)}
-    monkeypatch.setattr(builders, "OFFICIAL_CHECKSUMS", checksums)
+    checksums = dict(weight_files.OFFICIAL_CHECKSUMS) | {official.name: _checksum(path, official.checksum)}
+    monkeypatch.setattr(weight_files, "OFFICIAL_CHECKSUMS", checksums)
     return path, rgb
 
 
@@ -300,8 +300,8 @@ def test_fold_to_grey_converts_an_rgb_segmentation_models_unet():
 
 @pytest.mark.skipif(not REAL_MOBILENET.is_file(), reason="the real MobileNet 0.25 ImageNet file is not on this machine")
 def test_real_imagenet_mobilenet_file(tmp_path):
-    assert builders.file_checksum(REAL_MOBILENET) == REAL_MOBILENET_MD5
-    found = builders.find_weights_file("mobilenet", weights_dir=SHARED_WEIGHTS, input_shape=SHAPE, alpha=0.25)
+    assert weight_files.file_checksum(REAL_MOBILENET) == REAL_MOBILENET_MD5
+    found = weight_files.find_weights_file(builders.official_weights_file("mobilenet", SHAPE, alpha=0.25), SHARED_WEIGHTS)
     assert found == REAL_MOBILENET
     model = builders.build_segmenter(
         "unet", "mobilenet", SHAPE, encoder_weights="imagenet", weights_dir=SHARED_WEIGHTS, alpha=0.25
@@ -318,31 +318,6 @@ def test_real_imagenet_mobilenet_file(tmp_path):
 
 
 # ------------------------------------------------------------------ weights lookup (never downloads)
-def _dummy_official(folder: Path, monkeypatch, content: bytes = b"weights") -> builders.WeightsFile:
-    """A stand-in resnet18 file in ``folder`` whose md5 is made the official one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    official = builders.official_weights_file("resnet18")
-    (folder / official.name).write_bytes(content)
-    checksums = dict(builders.OFFICIAL_CHECKSUMS) | {official.name: hashlib.md5(content).hexdigest()}
-    monkeypatch.setattr(builders, "OFFICIAL_CHECKSUMS", checksums)
-    return official
-
-
-def test_lookup_order_weights_dir_then_env_then_keras_cache(tmp_path, monkeypatch):
-    home, env_dir, own_dir = tmp_path / "home", tmp_path / "env", tmp_path / "own"
-    monkeypatch.setenv("HOME", str(home))
-    official = _dummy_official(home / ".keras" / "models", monkeypatch)
-    assert builders.find_weights_file("resnet18") == home / ".keras" / "models" / official.name
-    _dummy_official(env_dir, monkeypatch)
-    monkeypatch.setenv(builders.WEIGHTS_DIR_ENV, str(env_dir))
-    assert builders.find_weights_file("resnet18") == env_dir / official.name
-    _dummy_official(own_dir, monkeypatch)
-    assert builders.find_weights_file("resnet18", weights_dir=own_dir) == own_dir / official.name
-    assert builders.weights_search_dirs(own_dir) == [own_dir, env_dir, home / ".keras" / "models"]
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    assert builders.weights_search_dirs()[-1] == tmp_path / "kh" / "models"
-
-
 def test_missing_file_names_file_checksum_folders_and_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError) as error:
@@ -351,14 +326,6 @@ def test_missing_file_names_file_checksum_folders_and_offline(tmp_path, monkeypa
     searched = (str(tmp_path / "nowhere"), str(tmp_path / "home" / ".keras" / "models"))
     for part in ("resnet18_imagenet_1000_no_top.h5", "318e3ac0cd98d51e917526c9f62f0b50", "offline", *searched):
         assert part in message
-
-
-def test_checksum_mismatch_names_both_checksums(tmp_path):
-    official = builders.official_weights_file("resnet18")
-    (tmp_path / official.name).write_bytes(b"not the official file")
-    with pytest.raises(ValueError) as error:
-        builders.find_weights_file("resnet18", weights_dir=tmp_path)
-    assert official.checksum in str(error.value) and hashlib.md5(b"not the official file").hexdigest() in str(error.value)
 
 
 def test_official_names_and_checksums_match_the_libraries():
@@ -373,7 +340,7 @@ def test_official_names_and_checksums_match_the_libraries():
         official = builders.official_weights_file(f"efficientnetb{b}")
         assert official.name == f"efficientnet-b{b}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
         assert (official.checksum, official.algorithm) == (eff_model.WEIGHTS_HASHES[f"efficientnet-b{b}"][1], "sha256")
-    expected = builders.WeightsFile("mobilenet_2_5_224_tf_no_top.h5", REAL_MOBILENET_MD5)
+    expected = weight_files.WeightsFile("mobilenet_2_5_224_tf_no_top.h5", REAL_MOBILENET_MD5)
     assert builders.official_weights_file("mobilenet", (64, 64, 1), alpha=0.25) == expected
     assert builders.official_weights_file("mobilenet", (128, 128, 1), alpha=0.5).name == "mobilenet_5_0_128_tf_no_top.h5"
     with pytest.raises(ValueError, match="alpha in"):

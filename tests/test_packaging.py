@@ -98,7 +98,7 @@ def test_importing_the_packages_and_the_numpy_modules_loads_no_keras():
                   "helpers.data.convert", "helpers.data.audit", "helpers.data.eda", "helpers.data.splits",
                   "helpers.data.radiographs", "helpers.data.augment", "helpers.modeling.losses",
                   "helpers.modeling.metrics", "helpers.modeling.postprocess", "helpers.studies.rle_benchmark",
-                  "helpers.studies.weak", "helpers.deploy.report", "helpers.run"]
+                  "helpers.modeling.weight_files", "helpers.studies.weak", "helpers.deploy.report", "helpers.run"]
     code = (f"import sys, {', '.join(packages + numpy_only)}; "
             "print(any(m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

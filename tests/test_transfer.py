@@ -9,7 +9,7 @@ import pytest
 
 from helpers.core import files, rle, severstal
 from helpers.data import radiographs
-from helpers.modeling import builders
+from helpers.modeling import builders, weight_files
 from helpers.studies import transfer
 
 SIZE = 32
@@ -77,7 +77,7 @@ def test_radiograph_initialisation_loads_every_encoder_layer(task, radiograph_we
 
 
 def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
-    monkeypatch.delenv(builders.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(weight_files.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache with the file either
     with pytest.raises(FileNotFoundError, match="notebook 05"):
         transfer.build_model("classification", "radiograph", "mobilenet", (SIZE, SIZE), alpha=0.25)
@@ -165,7 +165,7 @@ def test_find_radiograph_encoder_takes_the_newest_matching_manifest(tmp_path):
 
 
 def test_check_initialisations_says_what_is_missing(tmp_path, monkeypatch, radiograph_weights):
-    monkeypatch.delenv(builders.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(weight_files.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     inits = ["random", "imagenet", "radiograph"]
     found = transfer.check_initialisations(inits, "mobilenet", (SIZE, SIZE), weights_dir=tmp_path, pretrained_dir=tmp_path, alpha=0.25)

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from helpers.core import checks, files
 from helpers.data import augment
-from helpers.modeling import builders
+from helpers.modeling import builders, weight_files
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -337,7 +337,7 @@ class TFLitePredictor:
                 raise FileNotFoundError(f"TFLite model not found: {path}")
             content, self.source = path.read_bytes(), str(path)
         if content[4:8] != b"TFL3":
-            found = "not a TFLite file" if isinstance(model, (bytes, bytearray)) else builders.describe_format(builders.file_format(path))
+            found = "not a TFLite file" if isinstance(model, (bytes, bytearray)) else weight_files.describe_format(weight_files.file_format(path))
             raise ValueError(f"{self.source}: {found}, not a TFLite flatbuffer ('TFL3' at byte 4)")
         self.size_bytes = len(content)
         with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT (ai_edge_litert) will replace it
@@ -491,10 +491,10 @@ def _code_in_config(value: Any, top: bool = True) -> str | None:
 
 def _load_keras_file(path: Path, trust_code: bool) -> keras.Model:
     """A ``.keras`` archive, checked to be one; with ``safe_mode`` and only Keras' own objects unless ``trust_code``."""
-    kind = builders.file_format(path)
+    kind = weight_files.file_format(path)
     if kind != "zip":
         hint = ": HDF5 full models can run code on load, use build.json + its weights" if kind == "hdf5" else ""
-        raise ValueError(f"{path}: {builders.describe_format(kind)}, not a .keras model (a zip archive with config.json){hint}")
+        raise ValueError(f"{path}: {weight_files.describe_format(kind)}, not a .keras model (a zip archive with config.json){hint}")
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -519,7 +519,7 @@ def _build_settings(build_file: Path) -> dict:
 
 def _rebuild(build_file: Path, weights: Path) -> tuple[keras.Model, dict]:
     """The model ``build_file`` describes, with the weights of the HDF5 file ``weights`` (only weights are read)."""
-    builders.check_hdf5(weights, "a Keras HDF5 weights file (.h5)")
+    weight_files.check_hdf5(weights, "a Keras HDF5 weights file (.h5)")
     settings = _build_settings(build_file)
     build = builders.build_segmenter if "arch" in settings else builders.build_classifier
     try:  # the trained weights replace the encoder's: no ImageNet file needed
@@ -562,7 +562,7 @@ def load_keras_model(path: str | os.PathLike, trust_code: bool = False) -> tuple
         return model, _build_settings(build_file) if build_file.is_file() else {}
     build_file = path.parent / "build.json"
     if path.suffix == ".h5":
-        builders.check_hdf5(path, "a Keras HDF5 model or weights file (.h5)")
+        weight_files.check_hdf5(path, "a Keras HDF5 model or weights file (.h5)")
         if build_file.is_file():
             return _rebuild(build_file, path)
         if path.name.endswith(".weights.h5"):

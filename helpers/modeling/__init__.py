@@ -9,4 +9,5 @@ __all__ = [
     "metrics",
     "postprocess",
     "train",
+    "weight_files",
 ]

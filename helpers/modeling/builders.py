@@ -24,14 +24,15 @@ Grey fold (how a 1-channel model reuses RGB ImageNet weights exactly)
     :func:`fold_to_grey` does the same to an existing 3-channel model (e.g. a plain ``sm.Unet``).
 
 ImageNet weights (``encoder_weights="imagenet"``)
-    The official no-top file of the backbone's library (:func:`official_weights_file`, names and
-    checksums in :data:`BACKBONES` / :data:`OFFICIAL_CHECKSUMS`) is looked up in ``weights_dir``,
-    then ``$DEFECT_WEIGHTS_DIR``, then the Keras cache (``$KERAS_HOME/models``, default
+    The official no-top file of the backbone's library (:func:`official_weights_file`: names in
+    :data:`BACKBONES`, checksums in :data:`helpers.modeling.weight_files.OFFICIAL_CHECKSUMS`) is
+    looked up by :func:`helpers.modeling.weight_files.find_weights_file` in ``weights_dir``, then
+    ``$DEFECT_WEIGHTS_DIR``, then the Keras cache (``$KERAS_HOME/models``, default
     ``~/.keras/models``), its checksum verified and its weights loaded by layer name (strictly:
     every layer must match). ``encoder_weights`` may also be the path of an ``.h5`` weights file:
     official-format (3-channel) or written by :func:`save_encoder_weights`. Weight files are read
     as data only (h5py); one that is not HDF5, truncated or corrupt is a one-line ``ValueError``
-    naming it (:func:`check_hdf5`).
+    naming it (:func:`helpers.modeling.weight_files.check_hdf5`).
 
 Encoder
     The encoder of a model is the set of layers from the input up to the backbone's feature
@@ -55,7 +56,6 @@ Keras/TensorFlow/segmentation-models come only from :mod:`helpers.backend`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,10 +63,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import h5py
 import numpy as np
 
 from helpers.backend import keras, sm
+from helpers.modeling import weight_files
 
 __all__ = [
     "needs_fixed_size",
@@ -77,25 +77,17 @@ __all__ = [
     "ARCH_OPTIONS",
     "BACKBONES",
     "INPUT_NAME",
-    "OFFICIAL_CHECKSUMS",
     "PREPROCESSING",
     "STEM_NAME",
-    "WEIGHTS_DIR_ENV",
     "BackboneSpec",
-    "WeightsFile",
     "build_backbone",
     "build_classifier",
     "build_segmenter",
-    "check_hdf5",
     "copy_encoder_weights",
     "count_parameters",
-    "describe_format",
     "encoder_end_layers",
     "encoder_layers",
     "encoder_model",
-    "file_checksum",
-    "file_format",
-    "find_weights_file",
     "fold_to_grey",
     "input_stem_weights",
     "load_encoder_weights",
@@ -103,12 +95,10 @@ __all__ = [
     "save_encoder_weights",
     "set_batchnorm_momentum",
     "set_encoder_trainable",
-    "weights_search_dirs",
 ]
 
 INPUT_NAME = "image"
 STEM_NAME = "input_stem"
-WEIGHTS_DIR_ENV = "DEFECT_WEIGHTS_DIR"
 
 
 # ------------------------------------------------------------------ backbone facts (data only)
@@ -173,30 +163,6 @@ BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType(
     }
 )
 """Supported backbones (segmentation-models names)."""
-
-# Checksums as the libraries check them (keras.utils.get_file: 32 hex digits = md5, 64 = sha256):
-# classification_models/weights.py (md5), efficientnet/model.py WEIGHTS_HASHES (sha256, no-top).
-# keras_applications publishes none for MobileNet; the 0.25/224 md5 is that of the official file.
-OFFICIAL_CHECKSUMS: Mapping[str, str] = MappingProxyType(
-    {
-        "resnet18_imagenet_1000_no_top.h5": "318e3ac0cd98d51e917526c9f62f0b50",
-        "resnet34_imagenet_1000_no_top.h5": "8caaa0ad39d927cb8ba5385bf945d582",
-        "resnet50_imagenet_1000_no_top.h5": "db3b217156506944570ac220086f09b6",
-        "efficientnet-b0_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5": (
-            "c1421ad80a9fc67c2cc4000f666aa50789ce39eedb4e06d531b0c593890ccff3"
-        ),
-        "efficientnet-b1_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5": (
-            "75de265d03ac52fa74f2f510455ba64f9c7c5fd96dc923cd4bfefa3d680c4b68"
-        ),
-        "efficientnet-b2_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5": (
-            "433b60584fafba1ea3de07443b74cfd32ce004a012020b07ef69e22ba8669333"
-        ),
-        "efficientnet-b3_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5": (
-            "c5d42eb6cfae8567b418ad3845cfd63aa48b87f1bd5df8658a49375a9f3135c7"
-        ),
-        "mobilenet_2_5_224_tf_no_top.h5": "f313cee49f5d33dfb06f2b255c4adb64",
-    }
-)
 
 # Per-channel input scaling x_c = a_c * pixel + b_c of each library's preprocess_input (RGB order).
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -334,24 +300,9 @@ def needs_fixed_size(arch: str) -> bool:
 
 
 # ------------------------------------------------------------------ official weight files
-@dataclass(frozen=True)
-class WeightsFile:
-    """An official weight file: ``name`` and ``checksum`` (md5 or sha256 hex, None when unpublished)."""
-
-    name: str
-    checksum: str | None
-
-    @property
-    def algorithm(self) -> str | None:
-        """``"md5"`` or ``"sha256"`` (as ``keras.utils.get_file`` decides, by length), None without checksum."""
-        if self.checksum is None:
-            return None
-        return "md5" if len(self.checksum) == 32 else "sha256"
-
-
 def official_weights_file(
     backbone: str, input_shape: Sequence[int | None] = (None, None, 1), **backbone_options: Any
-) -> WeightsFile:
+) -> weight_files.WeightsFile:
     """Name and checksum of the official no-top ImageNet file the library would download.
 
     ``input_shape`` ``(H, W, C)`` matters for mobilenet only (like keras_applications: square
@@ -370,164 +321,10 @@ def official_weights_file(
         height, width = input_shape[0], input_shape[1]
         rows = height if height == width and height in _MOBILENET_ROWS else 224
         name = name.format(alpha=_MOBILENET_ALPHAS[alpha], rows=rows)
-    return WeightsFile(name=name, checksum=OFFICIAL_CHECKSUMS.get(name))
+    return weight_files.WeightsFile(name=name, checksum=weight_files.OFFICIAL_CHECKSUMS.get(name))
 
 
-def weights_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for official weight files, in order: ``weights_dir``, ``$DEFECT_WEIGHTS_DIR``, Keras cache."""
-    dirs = []
-    if weights_dir is not None:
-        dirs.append(Path(weights_dir).expanduser())
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
-    keras_home = os.environ.get("KERAS_HOME")
-    dirs.append((Path(keras_home).expanduser() if keras_home else Path.home() / ".keras") / "models")
-    return dirs
-
-
-def file_checksum(path: str | os.PathLike, algorithm: str = "md5") -> str:
-    """Hex digest (``"md5"`` or ``"sha256"``) of a file."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def find_weights_file(
-    backbone: str,
-    weights_dir: str | os.PathLike | None = None,
-    input_shape: Sequence[int | None] = (None, None, 1),
-    **backbone_options: Any,
-) -> Path:
-    """Path of the official ImageNet file of ``backbone``, checksum verified; never downloads.
-
-    Raises ``FileNotFoundError`` (file name, checksum, folders searched) when absent and
-    ``ValueError`` naming both checksums when the file found differs from the official one.
-    """
-    official = official_weights_file(backbone, input_shape, **backbone_options)
-    searched = weights_search_dirs(weights_dir)
-    found = next((d / official.name for d in searched if (d / official.name).is_file()), None)
-    checksum_text = (
-        f"{official.algorithm} {official.checksum}" if official.checksum else "checksum not published by the library"
-    )
-    if found is None:
-        raise FileNotFoundError(
-            f"ImageNet weights for {backbone} not found: {official.name} ({checksum_text}). "
-            f"Searched: {', '.join(str(d) for d in searched)}. This machine is offline and weights are never "
-            f"downloaded: put the official file {official.name} into one of these folders (or pass weights_dir=..., "
-            f"or set ${WEIGHTS_DIR_ENV}), or build with encoder_weights=None."
-        )
-    if official.checksum is not None:
-        actual = file_checksum(found, official.algorithm)
-        if actual != official.checksum:
-            raise ValueError(
-                f"{found}: {official.algorithm} {actual} does not match the official {official.algorithm} "
-                f"{official.checksum} of {official.name}; the file is corrupt or not the official one"
-            )
-    return found
-
-
-# ------------------------------------------------------------------ h5 weight files
-def _short(weight_name: str) -> str:
-    """``"conv1_bn/moving_mean:0"`` -> ``"moving_mean"``."""
-    return weight_name.split("/")[-1].split(":")[0]
-
-
-def _layer_weights(layer: keras.layers.Layer) -> list[tuple[str, np.ndarray]]:
-    return [(_short(w.name), value) for w, value in zip(layer.weights, layer.get_weights())]
-
-
-_SIGNATURES = {"hdf5": b"\x89HDF\r\n\x1a\n", "zip": b"PK\x03\x04"}
-_FORMAT_NAMES = {"hdf5": "an HDF5 file", "zip": "a zip archive", "tflite": "a TFLite flatbuffer", "empty": "an empty file"}
-
-
-def file_format(path: str | os.PathLike) -> str | None:
-    """What a file's first bytes say it is: ``"hdf5"``, ``"zip"`` (``.keras``), ``"tflite"``, ``"empty"`` or None."""
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if not head:
-            return "empty"
-        if head[4:8] == b"TFL3":
-            return "tflite"
-        if head.startswith(_SIGNATURES["zip"]):
-            return "zip"
-        offset = 0
-        while len(head) == 8:  # HDF5 may sit after a user block of 512, 1024, 2048, ... bytes
-            if head == _SIGNATURES["hdf5"]:
-                return "hdf5"
-            offset = 512 if offset == 0 else offset * 2
-            handle.seek(offset)
-            head = handle.read(8)
-    return None
-
-
-def describe_format(kind: str | None) -> str:
-    """``"an HDF5 file"``, ``"a zip archive"``, ... for a :func:`file_format` result."""
-    return _FORMAT_NAMES.get(kind, "unrecognised bytes")
-
-
-def check_hdf5(path: str | os.PathLike, expected: str = "a Keras .h5 weights file") -> Path:
-    """``path`` if it is a complete HDF5 file, else a one-line ``ValueError`` naming it and ``expected``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found; expected {expected}")
-    kind = file_format(path)
-    if kind != "hdf5":
-        raise ValueError(f"{path}: not an HDF5 file ({describe_format(kind)}); expected {expected}")
-    try:
-        h5py.File(path, "r").close()
-    except OSError as err:  # h5py reports truncation on open: the superblock records the file's length
-        raise ValueError(f"{path}: truncated or corrupt HDF5 file ({_one_line(err)}); expected {expected}") from None
-    return path
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
-
-
-def _read_h5_weights(path: str | os.PathLike) -> tuple[dict[str, list[tuple[str, np.ndarray]]], dict[str, str]]:
-    """Layer name -> ``[(weight name, array)]`` (layers with weights only) and the string attributes of a Keras ``.h5`` file.
-
-    A file that is not HDF5, truncated or corrupt is a one-line ``ValueError`` naming it.
-    """
-    path = check_hdf5(path)
-    try:
-        with h5py.File(path, "r") as handle:
-            group = handle["model_weights"] if "model_weights" in handle else handle
-            if "layer_names" not in group.attrs:
-                raise ValueError(f"{path} is not a Keras weights file (no 'layer_names' attribute)")
-            weights = {}
-            for raw in group.attrs["layer_names"]:
-                name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                layer_group = group[name]
-                names = [w.decode() if isinstance(w, bytes) else str(w) for w in layer_group.attrs.get("weight_names", [])]
-                if names:
-                    weights[name] = [(_short(w), np.asarray(layer_group[w])) for w in names]
-            attrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in handle.attrs.items() if k != "layer_names"}
-    except (OSError, KeyError) as err:  # a damaged object inside a file that opened
-        raise ValueError(f"{path}: truncated or corrupt HDF5 file ({_one_line(err)}); expected a Keras .h5 weights file") from None
-    return weights, attrs
-
-
-def _write_h5_weights(path: Path, layers: Iterable[keras.layers.Layer], attrs: Mapping[str, str]) -> None:
-    """Write layers' weights in the Keras 2 ``.h5`` layout (``model.load_weights(by_name=True)`` reads it too)."""
-    layers = list(layers)
-    with h5py.File(path, "w") as handle:
-        handle.attrs["layer_names"] = [layer.name.encode() for layer in layers]
-        handle.attrs["backend"] = b"tensorflow"
-        handle.attrs["keras_version"] = keras.__version__.encode()
-        for key, value in attrs.items():
-            handle.attrs[key] = value.encode()
-        for layer in layers:
-            group = handle.create_group(layer.name)
-            names = [f"{layer.name}/{w.name.split('/')[-1]}" for w in layer.weights]
-            group.attrs["weight_names"] = [n.encode() for n in names]
-            for name, value in zip(names, layer.get_weights()):
-                group.create_dataset(name, data=value)
-
-
+# ------------------------------------------------------------------ setting layer weights (all or nothing)
 def _assign(
     layers: Sequence[keras.layers.Layer],
     weights: Mapping[str, Sequence[tuple[str, np.ndarray]]],
@@ -552,7 +349,7 @@ def _assign(
                 continue
             raise ValueError(f"encoder layer {layer.name!r} has no weights in {source}")
         values = list(weights[layer.name])
-        model_names = [_short(w.name) for w in layer.weights]
+        model_names = [weight_files.short_name(w.name) for w in layer.weights]
         if sorted(n for n, _ in values) == sorted(model_names) and len(set(model_names)) == len(model_names):
             by_name = dict(values)
             values = [(n, by_name[n]) for n in model_names]
@@ -667,21 +464,22 @@ def build_backbone(
 ) -> keras.Model:
     """The encoder ``image (H, W, C) -> input_stem -> backbone``, output its deepest feature map (stride 32).
 
-    ``encoder_weights``: None, ``"imagenet"`` (official file, see :func:`find_weights_file`) or the
-    path of an ``.h5`` file (official layout, or from :func:`save_encoder_weights`).
+    ``encoder_weights``: None, ``"imagenet"`` (the :func:`official_weights_file`, found by
+    :func:`helpers.modeling.weight_files.find_weights_file`) or the path of an ``.h5`` file
+    (official layout, or from :func:`save_encoder_weights`).
     ``backbone_options``: ``alpha``/``depth_multiplier`` (mobilenet), ``drop_connect_rate`` (efficientnet).
     """
     height, width, channels = _check_input_shape(input_shape)
     _, options = _split_options(None, backbone, backbone_options)
     weights_path = None
     if encoder_weights is not None and str(encoder_weights) == "imagenet":
-        weights_path = find_weights_file(backbone, weights_dir, input_shape, **options)
+        weights_path = weight_files.find_weights_file(official_weights_file(backbone, input_shape, **options), weights_dir)
     elif encoder_weights is not None:
         weights_path = Path(encoder_weights)
         if not weights_path.is_file():
             raise FileNotFoundError(f"encoder_weights file not found: {weights_path} (expected None, 'imagenet' or an .h5 path)")
     if weights_path is not None:  # read before building: a damaged file fails fast
-        weights, attrs = _read_h5_weights(weights_path)
+        weights, attrs = weight_files.read_h5_weights(weights_path)
         if attrs.get("backbone", backbone) != backbone:
             raise ValueError(f"{weights_path} holds {attrs['backbone']} weights, not {backbone}")
     rgb = sm.Backbones.get_backbone(
@@ -954,6 +752,10 @@ def build_classifier(
 
 
 # ------------------------------------------------------------------ moving encoder weights
+def _layer_weights(layer: keras.layers.Layer) -> list[tuple[str, np.ndarray]]:
+    return [(weight_files.short_name(w.name), value) for w, value in zip(layer.weights, layer.get_weights())]
+
+
 def _weighted_encoder(model: keras.Model, ends: Sequence[str]) -> dict[str, keras.layers.Layer]:
     """Layers with weights between the input of ``model`` and its layers ``ends``."""
     sub = keras.Model(model.inputs, [model.get_layer(name).output for name in ends])
@@ -991,7 +793,7 @@ def copy_encoder_weights(source: keras.Model, target: keras.Model, backbone: str
 def save_encoder_weights(model: keras.Model, path: str | os.PathLike, backbone: str) -> int:
     """Write the encoder weights of ``model`` (stem included) to a Keras-layout ``.h5`` file; return the layer count."""
     layers = [layer for layer in encoder_layers(model, backbone) if layer.weights]
-    _write_h5_weights(Path(path), layers, {"backbone": backbone})
+    weight_files.write_h5_weights(path, layers, {"backbone": backbone})
     return len(layers)
 
 
@@ -1004,7 +806,7 @@ def load_encoder_weights(model: keras.Model, path: str | os.PathLike, backbone: 
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"encoder weights file not found: {path}")
-    weights, attrs = _read_h5_weights(path)
+    weights, attrs = weight_files.read_h5_weights(path)
     if attrs.get("backbone", backbone) != backbone:
         raise ValueError(f"{path} holds {attrs['backbone']} encoder weights, not {backbone}")
     ends = _present_ends(model, backbone)

@@ -4,7 +4,7 @@ Initialisations (:data:`INITIALISATIONS`) of the encoder:
 
 - ``random``: no pre-trained weights;
 - ``imagenet``: the backbone's official ImageNet file, looked up offline in ``weights_dir``
-  (:func:`helpers.modeling.builders.find_weights_file`; a clear error names the missing file);
+  (:func:`helpers.modeling.weight_files.find_weights_file`; a clear error names the missing file);
 - ``radiograph``: encoder weights pre-trained on radiographs (notebook ``05``, written by
   :func:`helpers.modeling.builders.save_encoder_weights`), loaded strictly with the layer count reported.
 
@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from helpers.core import checks, files
 from helpers.data import augment, pipeline, radiographs
-from helpers.modeling import builders, losses, metrics, train
+from helpers.modeling import builders, losses, metrics, train, weight_files
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -131,7 +131,7 @@ def check_initialisations(
 ) -> dict[str, Any]:
     """Which of ``inits`` can run here, and why the others cannot.
 
-    ``imagenet`` needs the official file (:func:`helpers.modeling.builders.find_weights_file`);
+    ``imagenet`` needs the official file (:func:`helpers.modeling.weight_files.find_weights_file`);
     ``radiograph`` needs ``radiograph_weights``, or else the newest matching manifest in
     ``pretrained_dir`` (:func:`find_radiograph_encoder`). Returns ``{"available": [...],
     "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
@@ -141,7 +141,8 @@ def check_initialisations(
     found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
     if "imagenet" in inits:
         try:
-            found["imagenet_file"] = str(builders.find_weights_file(backbone, weights_dir, (*image_size, 1), **backbone_options))
+            official = builders.official_weights_file(backbone, (*image_size, 1), **backbone_options)
+            found["imagenet_file"] = str(weight_files.find_weights_file(official, weights_dir))
         except FileNotFoundError as err:
             found["skipped"]["imagenet"] = str(err)
     if "radiograph" in inits:
