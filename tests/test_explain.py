@@ -1,5 +1,5 @@
 """Tests of helpers.studies.explain: Grad-CAM(++) on toy models with known answers and on resnet18 builders, nested and
-shared sub-builders, pooled features, t-SNE and its scores, CAMs against masks, pseudo-masks, pictures.
+shared sub-builders, pooled features, t-SNE and its scores, CAMs against masks, pictures.
 
 The toy CNN (16x16 grey images of 0/1) has one 1x1 convolution ``features``: channel 0 = relu(x - 0.5)
 (bright pixels), channel 1 = relu(0.5 - x) (dark pixels); global average pooling; a softmax head whose
@@ -410,50 +410,7 @@ def test_tsne_errors(features, kwargs, message):
         explain.embed_tsne(features, **kwargs)
 
 
-# ------------------------------------------------------------------ pseudo-masks
-def test_pseudo_masks_threshold_area_and_image_labels():
-    cams = np.zeros((2, 6, 6))
-    cams[:, 0:3, 0:3] = 0.8  # 9 px
-    cams[:, 5, 5] = 0.9  # 1 px
-    cams[:, 3, 3] = 0.5  # exactly the threshold: not kept (cam > threshold)
-    masks = explain.pseudo_masks(cams, threshold=0.5, min_area=2, image_labels=[1, 0])
-    assert masks.shape == (2, 6, 6) and masks.dtype == np.uint8
-    assert masks[0].sum() == 9 and masks[0, 0:3, 0:3].all() and not masks[1].any()
-    assert explain.pseudo_masks(cams, threshold=0.5)[0].sum() == 10
-    assert explain.pseudo_masks(cams, threshold=0.85)[0].sum() == 1
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"threshold": 1.5}, "threshold must be in \\[0, 1\\]"),
-        ({"min_area": -1}, "min_area must be an integer >= 0"),
-        ({"image_labels": [1, 0, 1]}, "image_labels must be \\(N,\\) = \\(2,\\)"),
-    ],
-)
-def test_pseudo_mask_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        explain.pseudo_masks(np.zeros((2, 4, 4)), **kwargs)
-
-
 # ------------------------------------------------------------------ pictures
-@pytest.mark.parametrize("model", ["flat", "nested"])
-def test_class_pseudo_masks_follow_the_image_labels(toy, model):
-    images = _images()
-    square = images[..., 0].astype(np.uint8)
-    masks = explain.class_pseudo_masks(toy[model], images, [[1, 0, 0], [1, 1, 0]], threshold=0.5)
-    assert masks.shape == (2, SIZE, SIZE, 3) and masks.dtype == np.uint8
-    np.testing.assert_array_equal(masks[..., 0], square)  # class 0 (bright) in both images: the squares
-    np.testing.assert_array_equal(masks[0, ..., 1], 0)  # class 1 not in image 0's label: empty
-    np.testing.assert_array_equal(masks[1, ..., 1], 1 - square[1])  # class 1 (dark): the rest of image 1
-    assert not masks[..., 2].any()
-
-
-def test_class_pseudo_masks_need_one_label_per_output(toy):
-    with pytest.raises(ValueError, match=r"labels must be \(N, K\) = \(2, 3\)"):
-        explain.class_pseudo_masks(toy["flat"], _images(), [[1, 0], [0, 1]])
-
-
 def test_overlay_blends_grey_and_the_cam_colormap():
     image = np.full((3, 4, 1), 100.0)
     cam = np.linspace(0, 1, 12).reshape(3, 4)

@@ -1,4 +1,5 @@
-"""Pseudo-labelled datasets: training images carry the pseudo-masks, validation images their true masks."""
+"""Tests of helpers.studies.weak: pseudo-masks from CAMs (per class from a toy classifier's Grad-CAM) and
+pseudo-labelled datasets (training images carry the pseudo-masks, validation images their true masks)."""
 
 import numpy as np
 import pandas as pd
@@ -46,3 +47,70 @@ def test_pseudo_label_dataset_refuses_inconsistent_inputs(source, tmp_path, pseu
     root, _ = source
     with pytest.raises(ValueError, match=message):
         weak.pseudo_label_dataset(root, tmp_path / "weak", pseudo, true_ids)
+
+
+# ------------------------------------------------------------------ pseudo-masks
+def test_pseudo_masks_threshold_area_and_image_labels():
+    cams = np.zeros((2, 6, 6))
+    cams[:, 0:3, 0:3] = 0.8  # 9 px
+    cams[:, 5, 5] = 0.9  # 1 px
+    cams[:, 3, 3] = 0.5  # exactly the threshold: not kept (cam > threshold)
+    masks = weak.pseudo_masks(cams, threshold=0.5, min_area=2, image_labels=[1, 0])
+    assert masks.shape == (2, 6, 6) and masks.dtype == np.uint8
+    assert masks[0].sum() == 9 and masks[0, 0:3, 0:3].all() and not masks[1].any()
+    assert weak.pseudo_masks(cams, threshold=0.5)[0].sum() == 10
+    assert weak.pseudo_masks(cams, threshold=0.85)[0].sum() == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": 1.5}, "threshold must be in \\[0, 1\\]"),
+        ({"min_area": -1}, "min_area must be an integer >= 0"),
+        ({"image_labels": [1, 0, 1]}, "image_labels must be \\(N,\\) = \\(2,\\)"),
+    ],
+)
+def test_pseudo_mask_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        weak.pseudo_masks(np.zeros((2, 4, 4)), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def toy_classifier():
+    """16x16 grey 0/1 images -> softmax of logits 10 * bright, 10 * dark, -(bright + dark) (pooled 1x1 features).
+
+    The Grad-CAM of class 0 is exactly the bright pixels, of class 1 the dark ones, of class 2 all zeros
+    (the toy CNN of ``test_explain.py``).
+    """
+    from helpers.backend import keras
+
+    features = keras.layers.Conv2D(2, 1, activation="relu", name="features")
+    head = keras.layers.Dense(3, activation="softmax", name="head")
+    model = keras.Sequential([keras.Input((16, 16, 1)), features, keras.layers.GlobalAveragePooling2D(), head])
+    features.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2), np.array([-0.5, 0.5], np.float32)])
+    head.set_weights([np.array([[10, 0, -1], [0, 10, -1]], np.float32), np.zeros(3, np.float32)])
+    return model
+
+
+def _squares() -> np.ndarray:
+    """Two toy images ``(2, 16, 16, 1)``: a 12x12 bright square and a 4x4 one."""
+    x = np.zeros((2, 16, 16, 1), np.float32)
+    x[0, 2:14, 3:15] = 1
+    x[1, 4:8, 9:13] = 1
+    return x
+
+
+def test_class_pseudo_masks_follow_the_image_labels(toy_classifier):
+    images = _squares()
+    square = images[..., 0].astype(np.uint8)
+    masks = weak.class_pseudo_masks(toy_classifier, images, [[1, 0, 0], [1, 1, 0]], threshold=0.5)
+    assert masks.shape == (2, 16, 16, 3) and masks.dtype == np.uint8
+    np.testing.assert_array_equal(masks[..., 0], square)  # class 0 (bright) in both images: the squares
+    np.testing.assert_array_equal(masks[0, ..., 1], 0)  # class 1 not in image 0's label: empty
+    np.testing.assert_array_equal(masks[1, ..., 1], 1 - square[1])  # class 1 (dark): the rest of image 1
+    assert not masks[..., 2].any()
+
+
+def test_class_pseudo_masks_need_one_label_per_output(toy_classifier):
+    with pytest.raises(ValueError, match=r"labels must be \(N, K\) = \(2, 3\)"):
+        weak.class_pseudo_masks(toy_classifier, _squares(), [[1, 0], [0, 1]])

@@ -1,5 +1,5 @@
 """What a model looks at and what it has learned: Grad-CAM / Grad-CAM++, t-SNE of backbone features,
-CAMs scored against true masks, and Grad-CAM pseudo-masks for weak supervision.
+and CAMs scored against true masks (Grad-CAM pseudo-masks for weak supervision: :mod:`helpers.studies.weak`).
 
 Everything is numpy in, numpy out. Models are single-input Keras models taking ``(N, H, W, C)``
 images in their own input range (the models of :mod:`helpers.modeling.builders` take grey levels in [0, 255]).
@@ -56,11 +56,6 @@ Embeddings
     Each model (initialisation) has its own feature space: embed each separately and compare the
     panels of :func:`plot_embeddings` and their scores.
 
-Weak supervision
-    :func:`pseudo_masks` thresholds CAMs of defective images into masks (components below
-    ``min_area`` dropped, :func:`helpers.modeling.postprocess.remove_small`); train a segmenter on them and
-    score it against the true masks with :func:`helpers.modeling.metrics.evaluate` (``(N, H, W, 1)`` arrays).
-
 Keras/TensorFlow come only from :mod:`helpers.backend`.
 """
 
@@ -85,7 +80,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
 from helpers.core import checks, viz
-from helpers.modeling import builders, postprocess
+from helpers.modeling import builders
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -98,7 +93,6 @@ __all__ = [
     "TSNE_METHODS",
     "cam_energy_in_mask",
     "cam_scores",
-    "class_pseudo_masks",
     "embed_tsne",
     "embedding_scores",
     "find_target_layer",
@@ -108,7 +102,6 @@ __all__ = [
     "plot_embeddings",
     "pointing_game",
     "pooled_features",
-    "pseudo_masks",
     "resolve_layer",
 ]
 
@@ -658,61 +651,6 @@ def embedding_scores(embedding: np.ndarray, labels: Sequence[Any] | np.ndarray, 
         "k": k,
         "n_classes": len(values),
     }
-
-
-# ------------------------------------------------------------------ pseudo-masks
-def pseudo_masks(
-    cams: np.ndarray,
-    threshold: float = 0.5,
-    min_area: int = 0,
-    image_labels: Sequence[Any] | np.ndarray | None = None,
-) -> np.ndarray:
-    """Binary ``(N, H, W)`` uint8 masks ``cam > threshold``, 8-connected components under ``min_area`` pixels dropped.
-
-    ``image_labels`` ``(N,)``: images whose label is 0/False (defect-free) get an empty mask.
-    """
-    cams = _stack(cams, "cams")
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1] (CAMs are normalised); got {threshold!r}")
-    if not isinstance(min_area, (int, np.integer)) or min_area < 0:
-        raise ValueError(f"min_area must be an integer >= 0 (pixels); got {min_area!r}")
-    keep = np.ones(len(cams), bool) if image_labels is None else np.asarray(image_labels).astype(bool)
-    if keep.shape != (len(cams),):
-        raise ValueError(f"image_labels must be (N,) = ({len(cams)},); got shape {keep.shape}")
-    out = np.zeros(cams.shape, np.uint8)
-    for i in np.flatnonzero(keep):
-        out[i] = postprocess.remove_small(cams[i] > threshold, int(min_area))
-    return out
-
-
-def class_pseudo_masks(
-    model: keras.Model,
-    images: np.ndarray,
-    labels: Sequence[Sequence[Any]] | np.ndarray,
-    threshold: float = 0.5,
-    min_area: int = 0,
-    method: str = "gradcam",
-    layer: str | None = None,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Pseudo-masks ``(N, H, W, K)`` uint8 per class from image-level ``labels`` ``(N, K)`` (0/1) of a ``K``-output classifier.
-
-    Channel ``k`` of image ``i`` is :func:`pseudo_masks` of the Grad-CAM of class ``k`` when
-    ``labels[i, k]`` is set, else empty (a class is only looked for where the label says it is).
-    ``images``: ``(N, H, W, C)`` in the model's input range.
-    """
-    images = _images(images)
-    labels = np.asarray(labels)
-    n_outputs = int(model.output_shape[-1])
-    if labels.shape != (len(images), n_outputs):
-        raise ValueError(f"labels must be (N, K) = ({len(images)}, {n_outputs}) (images, model outputs); got shape {labels.shape}")
-    out = np.zeros((*images.shape[:3], n_outputs), np.uint8)
-    for k in range(n_outputs):
-        holding = np.flatnonzero(labels[:, k] > 0)
-        if len(holding):
-            cams = grad_cam(model, images[holding], target=k, layer=layer, method=method, batch_size=batch_size)
-            out[holding, ..., k] = pseudo_masks(cams, threshold=threshold, min_area=min_area)
-    return out
 
 
 # ------------------------------------------------------------------ pictures
