@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.modeling import metrics
+from helpers.modeling import keras_metrics, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,10 +214,10 @@ def test_keras_metrics_agree_with_numpy_over_batches():
     y_true, y_prob = fixed_set()
     expected = metrics.evaluate(y_true, y_prob, threshold=0.5)
     assert 0 < expected["severstal_score"] < 1  # a non-trivial case
-    for metric in metrics.keras_metrics(3, threshold=0.5):
+    for metric in keras_metrics.keras_metrics(3, threshold=0.5):
         assert keras_result(metric, y_true, y_prob) == pytest.approx(expected[metric.name], abs=1e-6), metric.name
         assert keras_result(metric, y_true, y_prob, splits=(1,)) == pytest.approx(expected[metric.name], abs=1e-6)
-    low = metrics.severstal_score_metric(threshold=0.3)
+    low = keras_metrics.severstal_score_metric(threshold=0.3)
     assert keras_result(low, y_true, y_prob) == pytest.approx(metrics.severstal_score(y_true, y_prob, 0.3), abs=1e-6)
 
 
@@ -225,7 +225,7 @@ def test_keras_metrics_per_image_sample_weights_select_images():
     y_true, y_prob = fixed_set()
     keep = np.array([1, 0, 1, 1, 0], dtype=np.float32)
     expected = metrics.evaluate(y_true[keep == 1], y_prob[keep == 1], threshold=0.5)
-    for metric in metrics.keras_metrics(3):
+    for metric in keras_metrics.keras_metrics(3):
         metric.update_state(y_true[:2], y_prob[:2], sample_weight=keep[:2])
         metric.update_state(y_true[2:], y_prob[2:], sample_weight=keep[2:])
         assert float(metric.result()) == pytest.approx(expected[metric.name], abs=1e-6), metric.name
@@ -235,23 +235,23 @@ def test_keras_metrics_on_hand_counted_case():
     expected = {"severstal_score": 0.5625, "dice_class_1": 0.25, "dice_class_2": 0.875,
                 "mean_iou": 0.425, "mean_iou_with_background": 0.45}
     y_pred = TWO_CLASS_PRED.astype(np.float32)
-    for metric in metrics.keras_metrics(2):
+    for metric in keras_metrics.keras_metrics(2):
         assert keras_result(metric, TWO_CLASS_TRUE, y_pred, splits=(1,)) == pytest.approx(expected[metric.name])
 
 
 def test_keras_metric_edge_cases_and_arguments():
     empty = np.zeros((2, 2, 3, 1), dtype=np.float32)
-    assert keras_result(metrics.severstal_score_metric(), empty, empty, splits=(1,)) == 1.0
-    assert math.isnan(keras_result(metrics.mean_iou_metric(1), empty, empty, splits=(1,)))
-    assert keras_result(metrics.mean_iou_metric(1, include_background=True), empty, empty, splits=(1,)) == 1.0
-    assert metrics.dice_metric(0).name == "dice_class_1"
-    assert [m.name for m in metrics.keras_metrics(2, class_names=["pits", "holes"])] == [
+    assert keras_result(keras_metrics.severstal_score_metric(), empty, empty, splits=(1,)) == 1.0
+    assert math.isnan(keras_result(keras_metrics.mean_iou_metric(1), empty, empty, splits=(1,)))
+    assert keras_result(keras_metrics.mean_iou_metric(1, include_background=True), empty, empty, splits=(1,)) == 1.0
+    assert keras_metrics.dice_metric(0).name == "dice_class_1"
+    assert [m.name for m in keras_metrics.keras_metrics(2, class_names=["pits", "holes"])] == [
         "severstal_score", "dice_pits", "dice_holes", "mean_iou", "mean_iou_with_background"]
-    assert metrics.SeverstalScore is metrics.custom_objects()["SeverstalScore"]
+    assert keras_metrics.SeverstalScore is keras_metrics.custom_objects()["SeverstalScore"]
     with pytest.raises(ValueError, match="threshold"):
-        metrics.severstal_score_metric(threshold=1.5)
+        keras_metrics.severstal_score_metric(threshold=1.5)
     with pytest.raises(ValueError, match="n_classes"):
-        metrics.mean_iou_metric(0)
+        keras_metrics.mean_iou_metric(0)
     with pytest.raises(AttributeError):
         metrics.NotAMetric  # noqa: B018
 
@@ -267,7 +267,7 @@ def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.layers.Input((8, 8, 1)),
                               keras.layers.Conv2D(2, 3, padding="same", activation="sigmoid")])
-    model.compile(optimizer="adam", loss=losses.get_loss("bce_dice"), metrics=metrics.keras_metrics(2))
+    model.compile(optimizer="adam", loss=losses.get_loss("bce_dice"), metrics=keras_metrics.keras_metrics(2))
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     names = ["severstal_score", "dice_class_1", "dice_class_2", "mean_iou", "mean_iou_with_background"]
     assert set(names) <= set(history.history)
@@ -281,7 +281,7 @@ def test_keras_metrics_in_compile_fit_evaluate_save_and_load(tmp_path):
 
     path = tmp_path / "model.keras"
     model.save(path)
-    objects = {**metrics.custom_objects(), "bce_dice_loss": losses.get_loss("bce_dice")}
+    objects = {**keras_metrics.custom_objects(), "bce_dice_loss": losses.get_loss("bce_dice")}
     loaded = keras.models.load_model(path, custom_objects=objects)
     assert loaded.evaluate(x, y, batch_size=1, verbose=0, return_dict=True) == pytest.approx(result, nan_ok=True)
     np.testing.assert_allclose(keras.models.load_model(path, compile=False).predict(x, verbose=0), y_prob)

@@ -5,6 +5,7 @@ Imports only :mod:`helpers.core` and :mod:`helpers.backend`.
 
 __all__ = [
     "builders",
+    "keras_metrics",
     "losses",
     "metrics",
     "postprocess",

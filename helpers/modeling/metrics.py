@@ -1,4 +1,4 @@
-"""Segmentation metrics for sigmoid multi-label masks (numpy references and Keras metrics), and classification scores.
+"""Segmentation metrics for sigmoid multi-label masks (numpy references), and classification scores.
 
 Arrays are ``(N, H, W, C)``: ``y_true`` 0/1 (or bool), ``y_pred`` 0/1 (or bool) -- or
 probabilities in [0, 1] together with ``threshold`` (a pixel is predicted where
@@ -40,58 +40,36 @@ accuracy is reported too. :func:`binary_classification_scores`: accuracy, precis
 F1 of the positive (defect) class. :func:`per_label_auc`: ROC AUC per label of a multi-label
 classifier, NaN labels ignored.
 
-Keras metrics
--------------
-:class:`SeverstalScore`, :class:`DicePerClass` and :class:`MeanIoU` are stateful
-``keras.metrics.Metric`` subclasses that threshold ``y_pred`` at ``threshold`` and accumulate
-over batches; over several batches they equal the numpy functions on the concatenated arrays.
-So that importing this module does not import TensorFlow, the classes are built on first use
-by ``_keras_classes()`` (cached: each class exists once per process, like a module import).
-Get them with the factories :func:`keras_metrics`, :func:`severstal_score_metric`,
-:func:`dice_metric`, :func:`mean_iou_metric`, or as attributes (``metrics.SeverstalScore``
-builds them on access). They save with the model; load with
-``keras.models.load_model(path, custom_objects=metrics.custom_objects())`` or ``compile=False``.
-
-Metric names match the keys of :func:`summarise`: ``severstal_score``, ``dice_<class>``,
-``mean_iou``, ``mean_iou_with_background`` (Keras prefixes ``val_`` for validation data).
+The Keras metrics that agree with these, named as the keys of :func:`summarise`, are in
+:mod:`helpers.modeling.keras_metrics`; this module imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import re
-
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
 __all__ = [
     "binary_classification_scores",
     "binary_segmentation_scores",
+    "class_key_list",
     "class_keys",
     "ConfusionCounts",
     "confusion_counts",
-    "custom_objects",
-    "dice_metric",
     "dice_per_class",
     "dice_per_pair",
     "evaluate",
     "evaluate_batches",
     "iou_per_class",
-    "keras_metrics",
     "mean_iou",
-    "mean_iou_metric",
     "per_label_auc",
     "pixel_precision_recall",
     "severstal_score",
-    "severstal_score_metric",
     "summarise",
 ]
-
-KERAS_CLASSES = ("SeverstalScore", "DicePerClass", "MeanIoU")
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -253,7 +231,12 @@ def pixel_precision_recall(y_true, y_pred, threshold: float | None = None) -> tu
 
 # --------------------------------------------------------------------------- summaries
 
-def _class_names(class_names: Sequence[str] | Mapping[int, str] | None, n_classes: int) -> list[str]:
+def class_key_list(class_names: Sequence[str] | Mapping[int, str] | None, n_classes: int) -> list[str]:
+    """The ``n_classes`` keys used in metric names (``dice_<key>``), in class id order.
+
+    ``class_names``: a list of C names, a ``{class_id: name}`` dict, or None (``class_1 .. class_C``);
+    non-word characters become ``_``. ``ValueError`` when they are not distinct or one is ``background``.
+    """
     if class_names is None:
         return [f"class_{k}" for k in range(1, n_classes + 1)]
     if isinstance(class_names, Mapping):
@@ -272,7 +255,7 @@ def _class_names(class_names: Sequence[str] | Mapping[int, str] | None, n_classe
 
 def class_keys(class_names: Mapping[int, str]) -> dict[int, str]:
     """``{class_id: key}`` used in metric names (``dice_<key>``): names with non-word characters become ``_``."""
-    return dict(zip(sorted(class_names), _class_names(class_names, len(class_names))))
+    return dict(zip(sorted(class_names), class_key_list(class_names, len(class_names))))
 
 
 def summarise(counts: ConfusionCounts, dice_pairs: np.ndarray | None = None,
@@ -284,7 +267,7 @@ def summarise(counts: ConfusionCounts, dice_pairs: np.ndarray | None = None,
     ``recall_<name>``. Names default to ``class_1 .. class_C``; ``class_names`` is a list of C
     names or a ``{class_id: name}`` dict (as :func:`helpers.core.severstal.read_classes`).
     """
-    names = _class_names(class_names, counts.n_classes)
+    names = class_key_list(class_names, counts.n_classes)
     out: dict[str, float] = {}
     if dice_pairs is not None:
         dice_pairs = np.asarray(dice_pairs, dtype=np.float64)
@@ -384,177 +367,3 @@ def per_label_auc(y_true, y_prob) -> np.ndarray:
         if np.unique(labels).size == 2:
             aucs[k] = roc_auc_score(labels, prob[known, k])
     return aucs
-
-
-# --------------------------------------------------------------------------- Keras
-
-@functools.cache
-def _keras_classes() -> SimpleNamespace:
-    """Build the Keras metric classes (imports TensorFlow); cached so each class is created once."""
-    from helpers.backend import keras, tf
-
-    def binarise(y_true, y_pred, threshold: float):
-        truth = tf.cast(tf.cast(y_true, tf.float32) > 0.5, tf.float32)
-        pred = tf.cast(tf.cast(y_pred, tf.float32) > threshold, tf.float32)
-        return truth, pred
-
-    def pair_dice(truth, pred):
-        """(N, H, W, C) binary -> (N, C) Dice, 1 where both are empty."""
-        intersection = tf.reduce_sum(truth * pred, axis=[1, 2])
-        total = tf.reduce_sum(truth, axis=[1, 2]) + tf.reduce_sum(pred, axis=[1, 2])
-        return tf.where(total > 0, tf.math.divide_no_nan(2.0 * intersection, total), tf.ones_like(total))
-
-    def image_weights(sample_weight, rank: int):
-        """Per-image ``sample_weight`` (N,) reshaped to broadcast against a rank-``rank`` tensor."""
-        return tf.reshape(tf.cast(sample_weight, tf.float64), [-1] + [1] * (rank - 1))
-
-    def check_threshold(threshold: float) -> float:
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-        return float(threshold)
-
-    class SeverstalScore(keras.metrics.Metric):
-        """Mean Dice over (image, class) pairs of ``(N, H, W, C)`` batches (Kaggle Severstal score)."""
-
-        def __init__(self, threshold: float = 0.5, name: str = "severstal_score", **kwargs):
-            super().__init__(name=name, **kwargs)
-            self.threshold = check_threshold(threshold)
-            self.dice_sum = self.add_weight(name="dice_sum", initializer="zeros", dtype=tf.float64)
-            self.pairs = self.add_weight(name="pairs", initializer="zeros", dtype=tf.float64)
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            dice = tf.cast(pair_dice(*binarise(y_true, y_pred, self.threshold)), tf.float64)
-            weights = tf.ones_like(dice) if sample_weight is None else image_weights(sample_weight, 2) * tf.ones_like(dice)
-            self.dice_sum.assign_add(tf.reduce_sum(dice * weights))
-            self.pairs.assign_add(tf.reduce_sum(weights))
-
-        def result(self):
-            return tf.cast(tf.math.divide_no_nan(self.dice_sum, self.pairs), tf.float32)
-
-        def reset_state(self):
-            self.dice_sum.assign(0.0)
-            self.pairs.assign(0.0)
-
-        def get_config(self):
-            return {**super().get_config(), "threshold": self.threshold}
-
-    class DicePerClass(keras.metrics.Metric):
-        """Mean over images of the Dice of channel ``class_index`` (0-based) of ``(N, H, W, C)`` batches."""
-
-        def __init__(self, class_index: int, threshold: float = 0.5, name: str | None = None, **kwargs):
-            if int(class_index) < 0:
-                raise ValueError(f"class_index must be >= 0 (0-based channel), got {class_index}")
-            super().__init__(name=name or f"dice_class_{int(class_index) + 1}", **kwargs)
-            self.class_index = int(class_index)
-            self.threshold = check_threshold(threshold)
-            self.dice_sum = self.add_weight(name="dice_sum", initializer="zeros", dtype=tf.float64)
-            self.images = self.add_weight(name="images", initializer="zeros", dtype=tf.float64)
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            truth, pred = binarise(y_true, y_pred, self.threshold)
-            k = self.class_index
-            dice = tf.cast(pair_dice(truth[..., k:k + 1], pred[..., k:k + 1])[:, 0], tf.float64)
-            weights = tf.ones_like(dice) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
-            self.dice_sum.assign_add(tf.reduce_sum(dice * weights))
-            self.images.assign_add(tf.reduce_sum(weights))
-
-        def result(self):
-            return tf.cast(tf.math.divide_no_nan(self.dice_sum, self.images), tf.float32)
-
-        def reset_state(self):
-            self.dice_sum.assign(0.0)
-            self.images.assign(0.0)
-
-        def get_config(self):
-            return {**super().get_config(), "class_index": self.class_index, "threshold": self.threshold}
-
-    class MeanIoU(keras.metrics.Metric):
-        """Dataset-level mean IoU of ``(N, H, W, C)`` batches, with or without the background (see module doc)."""
-
-        def __init__(self, n_classes: int, include_background: bool = False, threshold: float = 0.5,
-                     name: str | None = None, **kwargs):
-            if int(n_classes) < 1:
-                raise ValueError(f"n_classes must be >= 1, got {n_classes}")
-            default = "mean_iou_with_background" if include_background else "mean_iou"
-            super().__init__(name=name or default, **kwargs)
-            self.n_classes = int(n_classes)
-            self.include_background = bool(include_background)
-            self.threshold = check_threshold(threshold)
-            shape = (self.n_classes + 1,)
-            self.tp = self.add_weight(name="tp", shape=shape, initializer="zeros", dtype=tf.float64)
-            self.fp = self.add_weight(name="fp", shape=shape, initializer="zeros", dtype=tf.float64)
-            self.fn = self.add_weight(name="fn", shape=shape, initializer="zeros", dtype=tf.float64)
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            truth, pred = binarise(y_true, y_pred, self.threshold)
-            truth = tf.concat([1.0 - tf.reduce_max(truth, axis=-1, keepdims=True), truth], axis=-1)
-            pred = tf.concat([1.0 - tf.reduce_max(pred, axis=-1, keepdims=True), pred], axis=-1)
-            per_image = [tf.cast(tf.reduce_sum(x, axis=[1, 2]), tf.float64)  # (N, C + 1) counts per image
-                         for x in (truth * pred, (1.0 - truth) * pred, truth * (1.0 - pred))]
-            if sample_weight is not None:
-                per_image = [x * image_weights(sample_weight, 2) for x in per_image]
-            for variable, count in zip((self.tp, self.fp, self.fn), per_image):
-                variable.assign_add(tf.reduce_sum(count, axis=0))
-
-        def result(self):
-            union = self.tp + self.fp + self.fn
-            iou = tf.math.divide_no_nan(self.tp, union)
-            present = union > 0
-            if not self.include_background:
-                iou, present = iou[1:], present[1:]
-            valid = tf.reduce_sum(tf.cast(present, tf.float64))
-            mean = tf.reduce_sum(tf.where(present, iou, tf.zeros_like(iou))) / valid  # NaN if no class present
-            return tf.cast(mean, tf.float32)
-
-        def reset_state(self):
-            for variable in (self.tp, self.fp, self.fn):
-                variable.assign(tf.zeros_like(variable))
-
-        def get_config(self):
-            return {**super().get_config(), "n_classes": self.n_classes,
-                    "include_background": self.include_background, "threshold": self.threshold}
-
-    return SimpleNamespace(SeverstalScore=SeverstalScore, DicePerClass=DicePerClass, MeanIoU=MeanIoU)
-
-
-def __getattr__(name: str):
-    """``metrics.SeverstalScore`` etc.: build the Keras classes on first access."""
-    if name in KERAS_CLASSES:
-        return getattr(_keras_classes(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def severstal_score_metric(threshold: float = 0.5, name: str = "severstal_score"):
-    """Keras :class:`SeverstalScore` metric (mean Dice over (image, class) pairs of ``(N, H, W, C)``)."""
-    return _keras_classes().SeverstalScore(threshold=threshold, name=name)
-
-
-def dice_metric(class_index: int, threshold: float = 0.5, name: str | None = None):
-    """Keras :class:`DicePerClass` metric for channel ``class_index`` (0-based; default name ``dice_class_<k+1>``)."""
-    return _keras_classes().DicePerClass(class_index, threshold=threshold, name=name)
-
-
-def mean_iou_metric(n_classes: int, include_background: bool = False, threshold: float = 0.5, name: str | None = None):
-    """Keras :class:`MeanIoU` metric (``mean_iou`` or ``mean_iou_with_background``)."""
-    return _keras_classes().MeanIoU(n_classes, include_background=include_background, threshold=threshold, name=name)
-
-
-def keras_metrics(n_classes: int, threshold: float = 0.5,
-                  class_names: Sequence[str] | Mapping[int, str] | None = None) -> list:
-    """Metrics for ``model.compile(metrics=...)``: Severstal score, Dice per class, mIoU without and with background.
-
-    Names match :func:`summarise`: ``severstal_score``, ``dice_<name>``, ``mean_iou``, ``mean_iou_with_background``.
-    """
-    names = _class_names(class_names, n_classes)
-    return [
-        severstal_score_metric(threshold),
-        *(dice_metric(k, threshold, name=f"dice_{name}") for k, name in enumerate(names)),
-        mean_iou_metric(n_classes, include_background=False, threshold=threshold),
-        mean_iou_metric(n_classes, include_background=True, threshold=threshold),
-    ]
-
-
-def custom_objects() -> dict[str, type]:
-    """``{class name: class}`` of the Keras metrics, for ``keras.models.load_model(..., custom_objects=...)``."""
-    classes = _keras_classes()
-    return {name: getattr(classes, name) for name in KERAS_CLASSES}
