@@ -533,3 +533,21 @@ def test_set_batchnorm_momentum_refuses_values_outside_0_1(momentum):
     model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         builders.set_batchnorm_momentum(model, momentum)
+
+
+@pytest.mark.parametrize(
+    "backbone, values, expected",
+    [
+        ("mobilenet", {"alpha": 0.25}, {"alpha": 0.25}),
+        ("resnet18", {"alpha": 0.25}, {}),
+        ("efficientnetb0", {"alpha": 0.25, "drop_connect_rate": 0.1}, {"drop_connect_rate": 0.1}),
+        ("mobilenet", {}, {}),
+    ],
+)
+def test_backbone_options_keep_what_the_backbone_takes(backbone, values, expected):
+    assert builders.backbone_options(backbone, **values) == expected
+
+
+def test_backbone_options_name_the_allowed_backbones():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'; allowed: resnet18"):
+        builders.backbone_options("vgg", alpha=1.0)

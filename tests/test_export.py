@@ -17,7 +17,7 @@ import pytest
 
 from helpers.core import files
 from helpers.deploy import export
-from helpers.modeling import builders
+from helpers.modeling import builders, runs
 from helpers.backend import keras, tf
 
 SIZE = (32, 48)
@@ -297,32 +297,30 @@ def test_representative_images_are_a_seeded_padded_sample(tmp_path):
         export.representative_images(tmp_path, ids, 0, SIZE)
 
 
-def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
+def test_load_keras_model_from_a_saved_run_and_model_files(tmp_path):
     keras.utils.set_random_seed(0)
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
     model = builders.build_segmenter(**settings)
     _spread_batchnorm(model, seed=2)
     run_dir = tmp_path / "models" / "unet-mobilenet"
-    run_dir.mkdir(parents=True)
-    model.save_weights(run_dir / "best.weights.h5")
-    (run_dir / "build.json").write_text(json.dumps(settings))
+    runs.save_run(run_dir, model, settings, {"score": 0.5})
     model.save(run_dir / "model.keras")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model.save(run_dir / "model.h5")  # a full HDF5 model beside build.json: only its weights are read
+        model.save(run_dir / "model.h5")  # a full HDF5 model in a run folder: only its weights are read
     images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 1)).astype("float32")
     expected = model(images).numpy()
-    for path in (run_dir, run_dir / "best.weights.h5", run_dir / "model.keras", run_dir / "model.h5"):
+    for path in (run_dir, run_dir / runs.WEIGHTS_FILE, run_dir / "model.keras", run_dir / "model.h5"):
         loaded, loaded_settings = export.load_keras_model(path)
         np.testing.assert_allclose(loaded(images).numpy(), expected, atol=1e-6)
         assert loaded_settings["arch"] == "unet"
-    (run_dir / "build.json").unlink()
-    loaded, loaded_settings = export.load_keras_model(run_dir)  # no build.json: model.keras
+    (run_dir / runs.RUN_FILE).unlink()
+    loaded, loaded_settings = export.load_keras_model(run_dir)  # no run.json: model.keras
     assert loaded_settings == {} and loaded.output_shape == (None, None, None, 2)
     with pytest.raises(FileNotFoundError, match="model not found"):
         export.load_keras_model(tmp_path / "nothing")
-    with pytest.raises(ValueError, match="expected a folder with build.json"):
+    with pytest.raises(ValueError, match="expected a run folder"):
         export.load_keras_model(tmp_path)
 
 
@@ -334,7 +332,7 @@ def test_load_keras_model_from_what_notebook_03_writes(tmp_path):
     [
         ("m.h5", r"m\.h5: refused: an HDF5 full-model file .*can run code.*trust_code=True"),
         ("m.keras", r"m\.keras: refused: .*Lambda.*trust_code=True"),
-        ("renamed.keras", r"renamed\.keras: an HDF5 file, not a \.keras model \(a zip archive.*build\.json"),
+        ("renamed.keras", r"renamed\.keras: an HDF5 file, not a \.keras model \(a zip archive.*run folder"),
     ],
 )
 def test_model_files_that_would_run_code_are_refused_and_nothing_runs(hostile, name, message):
@@ -422,7 +420,8 @@ def test_garbage_or_truncated_model_files_give_one_line_naming_the_file(saved_fi
     content = (saved_files / f"tiny{suffix}").read_bytes()
     path = tmp_path / f"broken{suffix}"
     path.write_bytes({"garbage": b"this is not a model\n" * 10, "truncated": content[: len(content) // 2], "empty": b""}[damage])
-    (tmp_path / "build.json").write_text(json.dumps(dict(backbone="mobilenet", alpha=0.25)))  # beside it: not what fails
+    (tmp_path / "run.json").write_text(json.dumps({"format": 1, "builder": "classifier", "metrics": {}, "weights": "w.h5",
+                                                   "settings": dict(backbone="mobilenet", alpha=0.25)}))  # beside it: not what fails
     with pytest.raises(ValueError, match=expected) as caught:
         if suffix == ".tflite":
             export.TFLitePredictor(path)
@@ -434,27 +433,27 @@ def test_garbage_or_truncated_model_files_give_one_line_naming_the_file(saved_fi
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """``build.json`` + ``best.weights.h5`` of a small U-Net as notebook 03 writes them."""
+    """A saved run of a small U-Net, as notebook 03 writes it."""
     keras.utils.set_random_seed(0)
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
     folder = tmp_path_factory.mktemp("run")
-    builders.build_segmenter(**settings).save_weights(folder / "best.weights.h5")
-    (folder / "build.json").write_text(json.dumps(settings))
+    runs.save_run(folder, builders.build_segmenter(**settings), settings)
     return folder
 
 
 @pytest.mark.parametrize(
     "file, content, message",
     [
-        ("best.weights.h5", "half", r"best\.weights\.h5: truncated or corrupt HDF5 file"),
-        ("build.json", '{"arch": "unet", "backbone"', r"build\.json line 1: not valid JSON"),
-        ("build.json", "[1, 2]", r"build\.json: expected a JSON object of build settings"),
-        ("build.json", '{"arch": "unet", "backbone": "mobilenet", "colour": true}', r"build\.json: cannot build.*colour"),
+        ("model.weights.h5", "half", r"model\.weights\.h5: truncated or corrupt HDF5 file"),
+        ("run.json", '{"format": 1, "builder"', r"run\.json line 1: not valid JSON"),
+        ("run.json", "[1, 2]", r"run\.json: not a run record"),
+        ("run.json", '{"format": 1, "builder": "segmenter", "metrics": {}, "weights": "model.weights.h5", '
+                     '"settings": {"arch": "unet", "backbone": "mobilenet", "colour": true}}', r"run\.json: cannot build.*colour"),
     ],
 )
 def test_damaged_run_folders_name_the_file(run_dir, tmp_path, file, content, message):
-    for name in ("best.weights.h5", "build.json"):
+    for name in ("model.weights.h5", "run.json"):
         (tmp_path / name).write_bytes((run_dir / name).read_bytes())
     if content == "half":
         content = (run_dir / file).read_bytes()[:5000]

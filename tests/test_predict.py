@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from helpers.core import files, rle, severstal
 from helpers.deploy import export, predict
-from helpers.modeling import builders
+from helpers.modeling import builders, runs
 from helpers.backend import keras
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +72,13 @@ def test_a_tflite_model_predicts_a_folder(tflite_model, images_dir, tmp_path):
     _check_outputs(tmp_path / "out", images_dir)
 
 
-def test_a_keras_model_folder_as_written_by_notebook_03_predicts_a_folder(images_dir, tmp_path):
+def test_a_saved_run_as_written_by_notebook_03_predicts_a_folder(images_dir, tmp_path):
     keras.utils.set_random_seed(0)
     settings = dict(arch="unet", backbone="mobilenet", input_shape=[None, None, 1], classes=2, alpha=0.25,
                     decoder_filters=[16, 16, 8, 8, 8])
     model = builders.build_segmenter(**settings)
     run_dir = tmp_path / "models" / "unet-mobilenet"
-    run_dir.mkdir(parents=True)
-    model.save_weights(run_dir / "best.weights.h5")
-    (run_dir / "build.json").write_text(json.dumps(settings))
+    runs.save_run(run_dir, model, settings)
     predictor = predict.load_predictor(run_dir)
     assert isinstance(predictor, predict.KerasPredictor) and predictor.input_size is None and predictor.multiple == 32
     wide = predict.predict_folder(run_dir, images_dir, tmp_path / "out", overlays=False, progress=False)
@@ -241,3 +238,51 @@ def test_flip_tta_averages_the_flipped_predictions(tflite_model, images_dir, tmp
     pd.testing.assert_frame_equal(plain, flipped)
     with pytest.raises(ValueError, match=r"flips must be one of \['horizontal', 'vertical'\], got 'diagonal'"):
         predict.predict_folder(tflite_model, images_dir, tmp_path / "bad", flips=("diagonal",))
+
+
+# ------------------------------------------------------------------ a split of a dataset
+@pytest.fixture(scope="module")
+def steel_dir(tmp_path_factory) -> Path:
+    """Six 50x80 synthetic steel images (not multiples of 32: padded, then cropped back)."""
+    from helpers.data.synth import steel
+
+    folder = tmp_path_factory.mktemp("steel")
+    steel.make_steel_dataset(folder, n_images=6, height=50, width=80, seed=0, progress=False)
+    return folder
+
+
+def test_read_split_decodes_once_pads_for_the_architecture_and_keeps_the_order(steel_dir):
+    wide = severstal.read_dataset(steel_dir)
+    ids = list(wide.index[::-1][:5])  # not the table's order
+    split = predict.read_split(steel_dir, ids, wide, arch="unet", batch_size=2)
+    assert split.image_ids == ids and split.shape == (50, 80) and split.probs is None
+    assert split.inputs.shape == (5, 64, 96, 1) and split.inputs.dtype == np.float32
+    assert not split.inputs[:, 50:].any() and not split.inputs[:, :, 80:].any()  # zero padding at the bottom/right
+    for k, image_id in enumerate(ids):
+        np.testing.assert_array_equal(split.images[k], files.read_grey(steel_dir / "train_images" / image_id))
+        np.testing.assert_array_equal(split.truths[k], severstal.decode_masks(wide.loc[image_id]))
+    assert predict.read_split(steel_dir, ids[:1], wide, arch="pspnet").inputs.shape[1:3] == (96, 96)  # multiples of 48
+
+
+def test_predict_dataset_gives_the_models_probabilities_cropped_back(steel_dir):
+    model = _tiny_segmenter()
+    wide = severstal.read_dataset(steel_dir)
+    ids = list(wide.index)
+    split = predict.predict_dataset(model, steel_dir, ids, wide, batch_size=4)
+    expected = model.predict(split.inputs, verbose=0)[:, :50, :80]
+    np.testing.assert_allclose(split.probs, expected, atol=1e-6)
+    assert split.probs.shape == (6, 50, 80, 2) and split.seconds > 0
+    flipped = predict.predict_dataset(model, steel_dir, ids, wide, batch_size=4, flips=("horizontal",))
+    mirrored = model.predict(split.inputs[:, :, ::-1], verbose=0)[:, :, ::-1][:, :50, :80]
+    np.testing.assert_allclose(flipped.probs, (expected + mirrored) / 2, atol=1e-6)
+
+
+def test_a_split_of_two_image_sizes_needs_resize_to(steel_dir):
+    wide = severstal.read_dataset(steel_dir).copy()
+    first, other = wide.index[:2]
+    wide.loc[other, "Height"] = 40
+    with pytest.raises(ValueError, match=rf"two sizes \({first} is 50x80, {other} is 40x80\): pass resize_to"):
+        predict.split_shape(wide, [first, other])
+    assert predict.split_shape(wide, [first, other], resize_to=[32, 64]) == (32, 64)
+    split = predict.read_split(steel_dir, list(severstal.read_dataset(steel_dir).index), resize_to=(32, 64))
+    assert split.inputs.shape == (6, 32, 64, 1) and split.truths.shape[1:3] == (32, 64)

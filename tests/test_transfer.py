@@ -1,5 +1,6 @@
 """Transfer experiments on a tiny hand-made dataset: subsets, initialisations, one fold per task, resumed sweeps."""
 
+import dataclasses
 import json
 import os
 
@@ -9,11 +10,11 @@ import pytest
 
 from helpers.core import files, rle, severstal
 from helpers.data import radiographs
-from helpers.modeling import builders, weight_files
+from helpers.modeling import builders, runs, weight_files
 from helpers.studies import transfer
 
 SIZE = 32
-MOBILENET = {"backbone": "mobilenet", "alpha": 0.25}
+TINY = transfer.FoldRecipe(backbone="mobilenet", image_size=(SIZE, SIZE), epochs=2, batch_size=2, options={"alpha": 0.25})
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,8 @@ def radiograph_weights(tmp_path_factory):
 @pytest.mark.parametrize("task", transfer.TASKS)
 def test_radiograph_initialisation_loads_every_encoder_layer(task, radiograph_weights):
     path, saved = radiograph_weights
-    model, loaded = transfer.build_model(task, "radiograph", "mobilenet", (SIZE, SIZE), radiograph_weights=path, alpha=0.25)
-    assert loaded == saved > 20
+    model, loaded, settings = transfer.build_model(task, "radiograph", transfer.FoldRecipe(**{**vars(TINY), "radiograph_weights": path}))
+    assert loaded == saved > 20 and settings["alpha"] == 0.25 and ("arch" in settings) == (task == "segmentation")
     depthwise = model.get_layer("conv_dw_1").get_weights()[0]
     np.testing.assert_array_equal(depthwise, np.full(depthwise.shape, 0.01, np.float32))
 
@@ -80,13 +81,37 @@ def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.delenv(weight_files.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache with the file either
     with pytest.raises(FileNotFoundError, match="notebook 05"):
-        transfer.build_model("classification", "radiograph", "mobilenet", (SIZE, SIZE), alpha=0.25)
+        transfer.build_model("classification", "radiograph", TINY)
     with pytest.raises(FileNotFoundError, match="mobilenet_2_5_224_tf_no_top.h5"):
-        transfer.build_model("classification", "imagenet", "mobilenet", (224, 224), weights_dir=tmp_path, alpha=0.25)
+        transfer.build_model("classification", "imagenet",
+                             transfer.FoldRecipe(image_size=(224, 224), weights_dir=tmp_path, options={"alpha": 0.25}))
     with pytest.raises(ValueError, match=r"init must be one of \['random', 'imagenet', 'radiograph'\]"):
-        transfer.build_model("classification", "scratch", "mobilenet", (SIZE, SIZE))
+        transfer.build_model("classification", "scratch", TINY)
     with pytest.raises(ValueError, match=r"task must be one of \['classification', 'segmentation'\]"):
-        transfer.build_model("detection", "random", "mobilenet", (SIZE, SIZE))
+        transfer.build_model("detection", "random", TINY)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("epochs", 0, "epochs must be an integer >= 1"), ("image_size", (32,), "image_size"),
+     ("bn_momentum", 1.0, r"bn_momentum must be in \[0, 1\)"), ("seed", -1, "seed")],
+)
+def test_fold_recipes_are_checked_when_made(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        transfer.FoldRecipe(**{field: value})
+
+
+def test_a_recipe_records_json_values_and_only_the_weight_files_its_init_reads():
+    recipe = transfer.FoldRecipe(image_size=[64, 64], crop_size=[32, 32], weights_dir="/w", radiograph_weights="/r.h5",
+                                 options={"alpha": 0.25, "decoder_filters": [8, 8, 8, 8, 8]})
+    assert recipe.image_size == (64, 64) and recipe.options["decoder_filters"] == (8, 8, 8, 8, 8)
+    record = recipe.record("random")
+    assert record["image_size"] == [64, 64] and record["decoder_filters"] == [8, 8, 8, 8, 8] and record["alpha"] == 0.25
+    assert "weights_dir" not in record and "radiograph_weights" not in record and "options" not in record
+    assert recipe.record("imagenet")["weights_dir"] == "/w" and recipe.record("radiograph")["radiograph_weights"] == "/r.h5"
+    assert json.loads(json.dumps(record)) == record
+    assert transfer.FoldRecipe.from_record(recipe.record("imagenet") | {"train_ids": ["a"]}) == dataclasses.replace(
+        recipe, radiograph_weights=None)
 
 
 @pytest.mark.parametrize("task, score, crop", [("classification", "f1", None), ("segmentation", "miou", None),
@@ -95,28 +120,31 @@ def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tin
     root, wide, folds = tiny_dataset
     ids = list(wide.index) if task == "classification" else list(wide.index[radiographs.defect_labels(wide) == 1])
     train_ids, val_ids = ids[: len(ids) // 2], ids[len(ids) // 2:]
-    scores, log = transfer.run_fold(task, "random", root, wide, train_ids, val_ids, tmp_path / "run", image_size=(SIZE, SIZE),
-                                    epochs=2, batch_size=2, learning_rate=1e-3, seed=0, crop_size=crop, **MOBILENET)
+    recipe = transfer.FoldRecipe(**{**vars(TINY), "crop_size": crop})
+    scores, log = transfer.run_fold(task, "random", root, wide, train_ids, val_ids, tmp_path / "run", recipe)
     assert len(log) == 2 and f"val_{score}" in log and log[f"val_{score}"].notna().all()
     assert scores[score] == pytest.approx(log[f"val_{score}"].iloc[-1])
     assert scores["n_train"] == len(train_ids) and scores["n_val"] == len(val_ids) and scores["encoder_layers_loaded"] == 0
     assert scores["bn_momentum"] == transfer.BN_MOMENTUM == 0.9
-    assert json.loads((tmp_path / "run" / "scores.json").read_text())[score] == pytest.approx(scores[score])
-    assert (tmp_path / "run" / "last.weights.h5").is_file()
+    run = runs.load_run(tmp_path / "run")
+    assert run.metrics[score] == pytest.approx(scores[score]) and run.settings == json.loads(json.dumps(
+        transfer.model_settings(task, recipe)))
+    images = np.zeros((1, SIZE, SIZE, 1), np.float32)
+    assert run.model.predict(images, verbose=0).shape == ((1, 2) if task == "classification" else (1, SIZE, SIZE, 1))
 
 
 def test_run_fold_refuses_crops_for_classification(tiny_dataset, tmp_path):
     root, wide, _ = tiny_dataset
     with pytest.raises(ValueError, match="crop_size is for segmentation"):
         transfer.run_fold("classification", "random", root, wide, list(wide.index[:4]), list(wide.index[4:]), tmp_path,
-                          crop_size=(16, 16), **MOBILENET)
+                          transfer.FoldRecipe(crop_size=(16, 16), options={"alpha": 0.25}))
 
 
 def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tmp_path, monkeypatch):
     root, wide, folds = tiny_dataset
-    settings = dict(image_size=(SIZE, SIZE), epochs=1, batch_size=2, **MOBILENET)
+    settings = {**vars(TINY), "epochs": 1}
     scores, logs = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
-                                           fractions=(0.5, 1.0), progress=False, **settings)
+                                           transfer.FoldRecipe(**settings), fractions=(0.5, 1.0), progress=False)
     assert len(scores) == 4 and sorted(scores["fold"].unique()) == [0, 1]
     assert scores.groupby("fraction")["n_train"].first().to_dict() == {0.5: 3, 1.0: 6}
     assert set(logs.columns) >= {"init", "fold", "fraction", "epoch", "val_f1"}
@@ -126,17 +154,23 @@ def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tm
 
     monkeypatch.setattr(transfer, "run_fold", no_training)
     again, _ = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
-                                       fractions=(0.5, 1.0), progress=False, **settings)
+                                       transfer.FoldRecipe(**settings), fractions=(0.5, 1.0), progress=False)
     pd.testing.assert_frame_equal(again, scores)
     with pytest.raises(ValueError, match=r"fold0 was run with other settings \(epochs\)"):
         transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
-                                fractions=(0.5, 1.0), progress=False, **(settings | {"epochs": 2}))
+                                transfer.FoldRecipe(**(settings | {"epochs": 2})), fractions=(0.5, 1.0), progress=False)
     with pytest.raises(ValueError, match=r"fold0 was run with other settings \(bn_momentum\)"):
         transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
-                                fractions=(0.5, 1.0), progress=False, **(settings | {"bn_momentum": 0.99}))
+                                transfer.FoldRecipe(**(settings | {"bn_momentum": 0.99})), fractions=(0.5, 1.0), progress=False)
     with pytest.raises(ValueError, match=r"other settings \(seed, train_ids\)"):
         transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
-                                fractions=(0.5,), seed=1, progress=False, **settings)
+                                transfer.FoldRecipe(**(settings | {"seed": 1})), fractions=(0.5,), progress=False)
+    legacy = transfer.run_path(tmp_path, "classification", "random", 0.5, 0)
+    (legacy / runs.RUN_FILE).unlink()
+    (legacy / "scores.json").write_text("{}")  # a run of the version before run.json
+    with pytest.raises(ValueError, match="a transfer run from before run.json: delete it to train again"):
+        transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path,
+                                transfer.FoldRecipe(**settings), fractions=(0.5, 1.0), progress=False)
 
 
 def test_fold_summary_formats_mean_and_std():

@@ -31,10 +31,11 @@ ONNX (optional, ``pip install -e ".[onnx]"``)
     ``ImportError`` saying what to install.
 
 Loading trained models (:func:`load_keras_model`)
-    Never runs code from a file: weights are read into a model rebuilt from ``build.json``; a
-    ``.keras`` file loads with tf-keras ``safe_mode`` once its config is seen to name only Keras'
-    own layers (``safe_mode`` alone stops ``Lambda`` bytecode but imports and calls any function
-    a config names); HDF5 full models (no safe mode in tf-keras) need ``build.json`` beside them.
+    Never runs code from a file: a run folder's weights are read into a model built from its
+    settings (:mod:`helpers.modeling.runs`); a ``.keras`` file loads with tf-keras ``safe_mode``
+    once its config is seen to name only Keras' own layers (``safe_mode`` alone stops ``Lambda``
+    bytecode but imports and calls any function a config names); HDF5 full models (no safe mode in
+    tf-keras) load only as weights of a run folder.
     ``trust_code=True`` is the only way around this, and then the file's code runs. Files whose
     bytes do not match their suffix (HDF5 signature, ``.keras`` zip, ``TFL3`` at byte 4 of a
     ``.tflite``), truncated or corrupt, are one-line ``ValueError`` errors naming the file.
@@ -61,7 +62,7 @@ from tqdm.auto import tqdm
 
 from helpers.core import checks, files
 from helpers.data import augment
-from helpers.modeling import builders, weight_files
+from helpers.modeling import builders, runs, weight_files
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -433,8 +434,8 @@ def latencies(function: Callable[[np.ndarray], Any], batch: np.ndarray, runs: in
 
 # ------------------------------------------------------------------ trained Keras models
 _EXPECTED = (
-    "expected a folder with build.json + best.weights.h5 (or model.keras), a .weights.h5/.h5 file with build.json "
-    "beside it, or a .keras model file"
+    "expected a run folder (run.json, or build.json + best.weights.h5) or a folder with model.keras, "
+    "a .weights.h5/.h5 file of a run folder, or a .keras model file"
 )
 _TRUST = "pass trust_code=True (--trust-code) only if you trust its source"
 # What a .keras config may name (tf-keras imports any module a config names, even with safe_mode=True).
@@ -493,7 +494,7 @@ def _load_keras_file(path: Path, trust_code: bool) -> keras.Model:
     """A ``.keras`` archive, checked to be one; with ``safe_mode`` and only Keras' own objects unless ``trust_code``."""
     kind = weight_files.file_format(path)
     if kind != "zip":
-        hint = ": HDF5 full models can run code on load, use build.json + its weights" if kind == "hdf5" else ""
+        hint = ": HDF5 full models can run code on load, load its weights from a run folder" if kind == "hdf5" else ""
         raise ValueError(f"{path}: {weight_files.describe_format(kind)}, not a .keras model (a zip archive with config.json){hint}")
     try:
         with zipfile.ZipFile(path) as archive:
@@ -503,81 +504,59 @@ def _load_keras_file(path: Path, trust_code: bool) -> keras.Model:
     if not trust_code:
         found = _code_in_config(config)
         if found:
-            raise ValueError(f"{path}: refused: {found} that loading would run; {_TRUST}, or load it through build.json + weights")
+            raise ValueError(f"{path}: refused: {found} that loading would run; {_TRUST}, or load its weights from a run folder")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as err:  # tf-keras and h5py raise ValueError, TypeError, OSError, KeyError, ...
         raise ValueError(f"{path}: cannot load this .keras model: {_first_line(err)}") from None
 
 
-def _build_settings(build_file: Path) -> dict:
-    settings = files.read_json(build_file)
-    if not isinstance(settings, dict):
-        raise ValueError(f"{build_file}: expected a JSON object of build settings; got a {type(settings).__name__}")
-    return settings
-
-
-def _rebuild(build_file: Path, weights: Path) -> tuple[keras.Model, dict]:
-    """The model ``build_file`` describes, with the weights of the HDF5 file ``weights`` (only weights are read)."""
-    weight_files.check_hdf5(weights, "a Keras HDF5 weights file (.h5)")
-    settings = _build_settings(build_file)
-    build = builders.build_segmenter if "arch" in settings else builders.build_classifier
-    try:  # the trained weights replace the encoder's: no ImageNet file needed
-        settings["input_shape"] = tuple(settings.get("input_shape", (None, None, 1)))
-        model = build(**{**settings, "encoder_weights": None, "weights_dir": None})
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{build_file}: cannot build the model from these settings: {_first_line(err)}") from None
-    try:
-        model.load_weights(weights)
-    except (ValueError, OSError, KeyError) as err:
-        raise ValueError(f"{weights}: does not fit the model built from {build_file}: {_first_line(err)}") from None
-    return model, settings
+def _settings_beside(path: Path) -> dict:
+    """The build settings of the run folder holding ``path``, or ``{}``."""
+    return runs.load_run(path.parent, build=False).settings if runs.is_run(path.parent) else {}
 
 
 def load_keras_model(path: str | os.PathLike, trust_code: bool = False) -> tuple[keras.Model, dict]:
-    """A trained model and its build settings (``{}`` when unknown) from what notebook 03 writes; never runs file code.
+    """A trained model and its build settings (``{}`` when unknown); never runs code from the files.
 
-    ``path``: a folder with ``build.json`` + ``best.weights.h5`` (rebuilt with
-    :func:`helpers.modeling.builders.build_segmenter`, or :func:`~helpers.modeling.builders.build_classifier` when the
-    settings name no ``arch``) or else ``model.keras``; an ``.h5`` file (``.weights.h5`` or a full
-    model: only its weights are read) with ``build.json`` beside it; or a ``.keras`` model file
+    ``path``: a run folder (:func:`helpers.modeling.runs.load_run`: ``run.json``, or the older
+    ``build.json`` + ``best.weights.h5``) or else a folder with ``model.keras``; an ``.h5`` weights
+    file of a run folder (loaded instead of the run's saved weights); or a ``.keras`` model file
     (no compiling, tf-keras ``safe_mode``, and only Keras' own layers and functions).
 
-    Loading never executes code from the file: a ``.keras`` file with a ``Lambda`` (bytecode) or
-    naming other Python, and an HDF5 full model without ``build.json``, are refused. With
-    ``trust_code=True`` they load and *their code runs*: only for files you trust. A file whose
-    bytes do not match its suffix, or that is truncated or corrupt, is a one-line ``ValueError``
-    naming it.
+    A ``.keras`` file with a ``Lambda`` (bytecode) or naming other Python, and an HDF5 full model
+    outside a run folder, are refused. With ``trust_code=True`` they load and *their code runs*:
+    only for files you trust. A file whose bytes do not match its suffix, or that is truncated or
+    corrupt, is a one-line ``ValueError`` naming it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     if path.is_dir():
-        build_file = path / "build.json"
-        if build_file.is_file() and (path / "best.weights.h5").is_file():
-            return _rebuild(build_file, path / "best.weights.h5")
+        if runs.is_run(path):
+            run = runs.load_run(path)
+            return run.model, run.settings
         if not (path / "model.keras").is_file():
             raise ValueError(f"{path}: {_EXPECTED}")
-        model = _load_keras_file(path / "model.keras", trust_code)
-        return model, _build_settings(build_file) if build_file.is_file() else {}
-    build_file = path.parent / "build.json"
+        return _load_keras_file(path / "model.keras", trust_code), {}
     if path.suffix == ".h5":
         weight_files.check_hdf5(path, "a Keras HDF5 model or weights file (.h5)")
-        if build_file.is_file():
-            return _rebuild(build_file, path)
+        if runs.is_run(path.parent):
+            run = runs.load_run(path.parent, weights=path.name)
+            return run.model, run.settings
         if path.name.endswith(".weights.h5"):
-            raise ValueError(f"{path}: a weights file needs the build.json of its model beside it; {_EXPECTED}")
+            raise ValueError(f"{path}: a weights file needs the run.json of its run beside it; {_EXPECTED}")
         if not trust_code:
             raise ValueError(
                 f"{path}: refused: an HDF5 full-model file can run code on load (tf-keras has no safe mode for HDF5); "
-                f"put the build.json of its model beside it to read only its weights, or {_TRUST}"
+                f"load its weights from a run folder (helpers.modeling.runs) instead, or {_TRUST}"
             )
         try:
             return keras.models.load_model(path, compile=False), {}
         except Exception as err:  # tf-keras and h5py raise ValueError, TypeError, OSError, KeyError, ...
             raise ValueError(f"{path}: cannot load this HDF5 model: {_first_line(err)}") from None
     if path.suffix == ".keras":
-        return _load_keras_file(path, trust_code), _build_settings(build_file) if build_file.is_file() else {}
+        return _load_keras_file(path, trust_code), _settings_beside(path)
     raise ValueError(f"{path}: {_EXPECTED}")
 
 

@@ -1,4 +1,11 @@
-"""Predict a folder of images with a ``.tflite`` or Keras model: Kaggle ``submission.csv`` + overlay PNGs.
+"""Predict with a trained model: a folder of images (Kaggle ``submission.csv`` + overlays) or a dataset split.
+
+Split of a Severstal-layout dataset (validation, tuning, explanations): :func:`read_split` decodes
+the images and true masks once and pads the images for the architecture; :func:`predict_dataset`
+adds the model's probabilities, cropped back to the images' size. :func:`eval_dataset` is the same
+padded split as a ``tf.data`` pipeline (validation during training).
+
+A folder:
 
     python -m helpers.deploy.predict MODEL IMAGES_DIR OUT_DIR [--threshold 0.5 [...]] [--min-area 0 [...]]
                               [--batch-size 1] [--threads 2] [--no-overlays] [--trust-code]
@@ -6,7 +13,7 @@
     defects-predict ...                      # the same, as installed by pip
 
 ``MODEL``: a ``.tflite`` file (:func:`helpers.deploy.export.convert`), or a Keras model as notebook 03
-writes it (``models/<name>/`` with ``build.json`` + ``best.weights.h5``, or a ``.keras`` file; see
+writes it (a run folder ``models/<name>/``, :mod:`helpers.modeling.runs`, or a ``.keras`` file; see
 :func:`helpers.deploy.export.load_keras_model`: model files holding code, such as a ``Lambda`` layer,
 are refused unless ``--trust-code``, which runs that code). Every image of ``IMAGES_DIR`` (sorted
 by name) is read as grey levels, zero-padded at the bottom/right to the model's input size (a ``.tflite`` model or
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +42,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files, severstal, viz
+from helpers.data import augment, pipeline
 from helpers.deploy import export
 from helpers.modeling import builders, postprocess
-from helpers.backend import keras
+from helpers.backend import keras, tf
 
-__all__ = ["KerasPredictor", "load_predictor", "main", "predict_folder"]
+__all__ = ["KerasPredictor", "Split", "eval_dataset", "load_predictor", "main", "predict_dataset", "predict_folder", "read_split",
+           "split_shape"]
 
 SUBMISSION_NAME = "submission.csv"
 OVERLAYS_DIR = "overlays"
@@ -193,6 +203,106 @@ def predict_folder(
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return wide
+
+
+# ------------------------------------------------------------------ a split of a dataset
+@dataclass(frozen=True)
+class Split:
+    """Images of a dataset split decoded once, with their true masks and (after :func:`predict_dataset`) probabilities.
+
+    ``inputs``: ``(N, H', W', 1)`` float32 grey levels, zero-padded at the bottom/right to what the
+    model takes; ``truths``: ``(N, H, W, C)`` uint8 0/1 and ``probs``: ``(N, H, W, C)`` float32, both
+    at the images' ``shape = (H, W)``; ``seconds``: wall time of the prediction.
+    """
+
+    image_ids: list[str]
+    inputs: np.ndarray
+    truths: np.ndarray
+    shape: tuple[int, int]
+    probs: np.ndarray | None = None
+    seconds: float = 0.0
+
+    @property
+    def images(self) -> np.ndarray:
+        """``(N, H, W)`` uint8 grey images at their own size."""
+        return np.uint8(self.crop(self.inputs)[..., 0])
+
+    def crop(self, batch: np.ndarray) -> np.ndarray:
+        """``batch[:, :H, :W]``: model outputs on ``inputs`` cropped back to the images' size."""
+        return batch[:, : self.shape[0], : self.shape[1]]
+
+
+def split_shape(wide: pd.DataFrame, image_ids: Sequence[str], resize_to: Sequence[int] | None = None) -> tuple[int, int]:
+    """The one ``(H, W)`` of these images (``resize_to`` when given); images of two sizes are a ``ValueError``."""
+    if resize_to:
+        return tuple(int(side) for side in resize_to)
+    sizes = {i: (int(wide.at[i, "Height"]), int(wide.at[i, "Width"])) for i in image_ids}
+    first = next(iter(sizes))
+    other = next((i for i, size in sizes.items() if size != sizes[first]), None)
+    if other is not None:
+        (h0, w0), (h1, w1) = sizes[first], sizes[other]
+        raise ValueError(f"the split holds images of two sizes ({first} is {h0}x{w0}, {other} is {h1}x{w1}): "
+                         "pass resize_to=(H, W) to evaluate them together")
+    return sizes[first]
+
+
+def eval_dataset(
+    data_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    wide: pd.DataFrame,
+    batch_size: int,
+    arch: str = "unet",
+    resize_to: Sequence[int] | None = None,
+    downsample_factor: int = 8,
+    progress: bool = False,
+) -> tuple[tf.data.Dataset, tuple[int, int]]:
+    """``(batches of padded images and masks, the images' (H, W))`` of a split, in ``image_ids`` order.
+
+    Images are resized to ``resize_to`` (optional) and zero-padded for ``arch``
+    (:func:`helpers.modeling.builders.padded_size`; crop outputs back with ``[:, :H, :W]``).
+    """
+    shape = split_shape(wide, image_ids, resize_to)
+    pad_to = builders.padded_size(shape, arch, downsample_factor)
+    transforms = augment.eval_transforms(resize_to=tuple(resize_to) if resize_to else None, pad_to=pad_to)
+    data = pipeline.make_dataset(data_dir, image_ids, wide, batch_size, training=False, transforms=transforms, progress=progress)
+    return data, shape
+
+
+def read_split(
+    data_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    wide: pd.DataFrame | None = None,
+    arch: str = "unet",
+    resize_to: Sequence[int] | None = None,
+    batch_size: int = 8,
+    downsample_factor: int = 8,
+) -> Split:
+    """The images (padded for ``arch``) and true masks of ``image_ids`` of a Severstal-layout dataset, decoded once."""
+    wide = severstal.read_dataset(data_dir) if wide is None else wide
+    data, shape = eval_dataset(data_dir, image_ids, wide, batch_size, arch, resize_to, downsample_factor)
+    batches = [(images.numpy(), masks.numpy()) for images, masks in data]
+    inputs = np.concatenate([images for images, _ in batches])
+    truths = np.concatenate([masks for _, masks in batches])[:, : shape[0], : shape[1]].astype(np.uint8)
+    return Split(image_ids=list(image_ids), inputs=inputs, truths=truths, shape=shape)
+
+
+def predict_dataset(
+    model: keras.Model,
+    data_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    wide: pd.DataFrame | None = None,
+    arch: str = "unet",
+    resize_to: Sequence[int] | None = None,
+    batch_size: int = 8,
+    flips: Sequence[str] = (),
+    downsample_factor: int = 8,
+) -> Split:
+    """:func:`read_split` plus ``model``'s probabilities, averaged over ``flips`` (:func:`helpers.modeling.postprocess.flip_tta`)."""
+    split = read_split(data_dir, image_ids, wide, arch, resize_to, batch_size, downsample_factor)
+    started = time.perf_counter()
+    probs = postprocess.flip_tta(model.predict, split.inputs, flips=tuple(flips), batch_size=batch_size, verbose=0)
+    seconds = time.perf_counter() - started
+    return Split(split.image_ids, split.inputs, split.truths, split.shape, split.crop(probs), seconds)
 
 
 def _parser() -> argparse.ArgumentParser:

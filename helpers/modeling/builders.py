@@ -80,6 +80,7 @@ __all__ = [
     "PREPROCESSING",
     "STEM_NAME",
     "BackboneSpec",
+    "backbone_options",
     "build_backbone",
     "build_classifier",
     "build_segmenter",
@@ -213,6 +214,16 @@ def _spec(backbone: str) -> BackboneSpec:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; allowed: {', '.join(BACKBONES)}")
     return BACKBONES[backbone]
+
+
+def backbone_options(backbone: str, **values: Any) -> dict[str, Any]:
+    """Of ``values`` (e.g. ``alpha=0.25`` from a notebook parameter), those ``backbone`` takes.
+
+    The others are dropped, so one set of parameters serves every backbone:
+    ``backbone_options("mobilenet", alpha=0.25) == {"alpha": 0.25}``, ``backbone_options("resnet18", alpha=0.25) == {}``.
+    """
+    spec = _spec(backbone)
+    return {name: value for name, value in values.items() if name in spec.options}
 
 
 def _split_options(arch: str | None, backbone: str, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:

@@ -29,14 +29,18 @@ validation fold is the evaluation fold, so picking the best epoch on it would fl
 initialisation).
 
 :func:`cross_validate` runs all (initialisation, fold, training fraction) combinations, each in
-its own folder, and skips the finished ones when re-run (an interrupted sweep resumes).
+its own folder, and skips the finished ones when re-run (an interrupted sweep resumes). Every
+finished run is a saved run (:func:`helpers.modeling.runs.load_run` gives its model and scores);
+its :class:`FoldRecipe` is recorded in ``recipe.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +50,13 @@ from tqdm.auto import tqdm
 
 from helpers.core import checks, files
 from helpers.data import augment, pipeline, radiographs
-from helpers.modeling import builders, losses, metrics, train, weight_files
+from helpers.modeling import builders, losses, metrics, runs, train, weight_files
 from helpers.backend import keras, tf
 
 __all__ = [
     "BN_MOMENTUM",
     "CLASSIFICATION_SCORES",
+    "FoldRecipe",
     "INITIALISATIONS",
     "SEGMENTATION_SCORES",
     "TASKS",
@@ -60,6 +65,7 @@ __all__ = [
     "cross_validate",
     "find_radiograph_encoder",
     "fold_summary",
+    "model_settings",
     "run_fold",
     "run_path",
     "training_subset",
@@ -88,6 +94,67 @@ def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed
         order = rng.permutation(len(members))
         chosen += [members[j] for j in order[: max(1, round(fraction * len(members)))]]
     return sorted(chosen)
+
+
+@dataclass(frozen=True)
+class FoldRecipe:
+    """How :func:`run_fold` fine-tunes one fold; :meth:`record` is what a run records in ``recipe.json``.
+
+    ``image_size = (H, W)``: images are resized to it; ``crop_size = (h, w)``: segmentation trains
+    on random crops of those (validation on whole images). Learning rate: cosine from
+    ``learning_rate`` to ``min_learning_rate``. ``weights_dir``: where the ImageNet file is
+    looked up (``imagenet``); ``radiograph_weights``: the encoder of notebook 05 (``radiograph``).
+    ``options``: backbone options (``alpha``, see :func:`helpers.modeling.builders.backbone_options`)
+    and, for segmentation, the architecture's (``decoder_filters``, ...).
+    """
+
+    backbone: str = "mobilenet"
+    image_size: tuple[int, int] = (256, 256)
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-6
+    seed: int = 0
+    arch: str = "unet"
+    weights_dir: str | None = None
+    radiograph_weights: str | None = None
+    crop_size: tuple[int, int] | None = None
+    bn_momentum: float = BN_MOMENTUM
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fixed = {
+            "image_size": checks.size("image_size", self.image_size),
+            "crop_size": None if self.crop_size is None else checks.size("crop_size", self.crop_size),
+            "epochs": checks.positive_int("epochs", self.epochs),
+            "batch_size": checks.positive_int("batch_size", self.batch_size),
+            "learning_rate": checks.number("learning_rate", self.learning_rate, low=0.0),
+            "min_learning_rate": checks.number("min_learning_rate", self.min_learning_rate, low=0.0),
+            "seed": checks.seed("seed", self.seed),
+            "bn_momentum": checks.fraction("bn_momentum", self.bn_momentum),
+            "weights_dir": None if not self.weights_dir else str(self.weights_dir),
+            "radiograph_weights": None if not self.radiograph_weights else str(self.radiograph_weights),
+            "options": {key: tuple(v) if isinstance(v, (list, tuple)) else v for key, v in dict(self.options).items()},
+        }
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)
+
+    def record(self, init: str) -> dict[str, Any]:
+        """The recipe as JSON values, ``options`` flattened in; the weight files only where ``init`` reads them."""
+        recipe = dataclasses.asdict(self)
+        recipe |= recipe.pop("options")
+        if init != "radiograph":
+            recipe.pop("radiograph_weights")
+        if init != "imagenet":
+            recipe.pop("weights_dir")
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in sorted(recipe.items())}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FoldRecipe:
+        """The recipe that :meth:`record` wrote (its image lists, if any, are left out)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        options = {key: value for key, value in record.items() if key not in names | {"train_ids", "val_ids"}}
+        return cls(**{key: value for key, value in record.items() if key in names}, options=options)
 
 
 def _encoder_weights(init: str, weights_dir, radiograph_weights) -> str | None:
@@ -158,39 +225,37 @@ def check_initialisations(
     return found
 
 
-def build_model(
-    task: str,
-    init: str,
-    backbone: str,
-    image_size: Sequence[int],
-    arch: str = "unet",
-    weights_dir: str | os.PathLike | None = None,
-    radiograph_weights: str | os.PathLike | None = None,
-    **options: Any,
-) -> tuple[keras.Model, int]:
-    """The model of ``task`` with its encoder initialised by ``init``, and the number of encoder layers loaded.
+def model_settings(task: str, recipe: FoldRecipe) -> dict[str, Any]:
+    """The builder settings of ``task``'s model (:mod:`helpers.modeling.runs`), without the encoder initialisation.
 
-    ``image_size = (H, W)``, grey input in [0, 255] (segmenters take any multiple of 32 and
-    ignore it, except to find the ImageNet file). ``options``: backbone options (``alpha`` for
-    mobilenet) and, for segmentation, the architecture's (``decoder_filters``, ...).
+    Classification: the encoder on ``image_size`` images + pooling + a 2-way softmax; segmentation:
+    ``arch`` on any multiple of 32 (trained on crops, validated on whole images), one output.
     """
     checks.choice("task", task, TASKS)
-    checks.choice("init", init, INITIALISATIONS)
-    input_shape = (*image_size, 1)
-    encoder_weights = _encoder_weights(init, weights_dir, radiograph_weights)
     if task == "classification":
-        model = builders.build_classifier(backbone, input_shape, n_outputs=2, activation="softmax",
-                                        encoder_weights=encoder_weights, weights_dir=weights_dir, **options)
-    else:  # any size: trained on crops, validated on whole patches
-        model = builders.build_segmenter(arch, backbone, (None, None, 1), classes=1, encoder_weights=encoder_weights,
-                                       weights_dir=weights_dir, **options)
+        return dict(backbone=recipe.backbone, input_shape=(*recipe.image_size, 1), n_outputs=2, activation="softmax",
+                    **recipe.options)
+    return dict(arch=recipe.arch, backbone=recipe.backbone, input_shape=(None, None, 1), classes=1, **recipe.options)
+
+
+def build_model(task: str, init: str, recipe: FoldRecipe) -> tuple[keras.Model, int, dict[str, Any]]:
+    """``task``'s model with its encoder initialised by ``init``: ``(model, encoder layers loaded, builder settings)``.
+
+    Grey input in [0, 255]; the ImageNet file is looked up for ``recipe.image_size``.
+    """
+    checks.choice("init", init, INITIALISATIONS)
+    settings = model_settings(task, recipe)
+    encoder_weights = _encoder_weights(init, recipe.weights_dir, recipe.radiograph_weights)
+    build = builders.build_classifier if task == "classification" else builders.build_segmenter
+    model = build(**settings, encoder_weights=encoder_weights, weights_dir=recipe.weights_dir)
     if init == "radiograph":
-        loaded = builders.load_encoder_weights(model, radiograph_weights, backbone)
+        loaded = builders.load_encoder_weights(model, recipe.radiograph_weights, recipe.backbone)
     elif init == "imagenet":
-        loaded = len([layer for layer in builders.encoder_layers(model, backbone) if layer.weights and layer.name != builders.STEM_NAME])
+        loaded = len([layer for layer in builders.encoder_layers(model, recipe.backbone)
+                      if layer.weights and layer.name != builders.STEM_NAME])
     else:
         loaded = 0
-    return model, loaded
+    return model, loaded, settings
 
 
 class _EpochScores(keras.callbacks.Callback):
@@ -249,58 +314,44 @@ def run_fold(
     train_ids: Sequence[str],
     val_ids: Sequence[str],
     run_dir: str | os.PathLike,
-    backbone: str = "mobilenet",
-    image_size: Sequence[int] = (256, 256),
-    epochs: int = 30,
-    batch_size: int = 16,
-    learning_rate: float = 1e-3,
-    min_learning_rate: float = 1e-6,
-    seed: int = 0,
-    arch: str = "unet",
-    weights_dir: str | os.PathLike | None = None,
-    radiograph_weights: str | os.PathLike | None = None,
-    crop_size: Sequence[int] | None = None,
-    bn_momentum: float = BN_MOMENTUM,
+    recipe: FoldRecipe = FoldRecipe(),
     progress: bool = False,
-    **options: Any,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fine-tune one model and score it on ``val_ids``: ``(scores of the last epoch, epoch log)``.
+    """Fine-tune one model by ``recipe`` and score it on ``val_ids``: ``(scores of the last epoch, epoch log)``.
 
-    ``run_dir`` holds the run (see :func:`helpers.modeling.train.fit`; resumable, its last weights in
-    ``last.weights.h5``) and ``scores.json``. For ``segmentation`` pass the defective images only
-    (as the paper does); ``crop_size = (h, w)`` trains on random crops of the ``image_size``
-    images (biased towards defects, several times cheaper) and still validates on whole images.
-    ``batch_size`` is lowered to the number of training images when they are fewer;
-    ``bn_momentum``: see :func:`helpers.modeling.builders.set_batchnorm_momentum`.
+    ``run_dir`` holds the run (see :func:`helpers.modeling.train.fit`; resumable) and, once done, the
+    saved run (:func:`helpers.modeling.runs.save_run`: the last epoch's weights, the model's
+    settings, the scores). For ``segmentation`` pass the defective images only (as the paper does).
+    ``batch_size`` is lowered to the number of training images when they are fewer.
     """
     checks.choice("task", task, TASKS)
-    if crop_size is not None and task == "classification":
+    if recipe.crop_size is not None and task == "classification":
         raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
-    epochs = checks.positive_int("epochs", epochs)
-    batch_size = min(checks.positive_int("batch_size", batch_size), len(train_ids))  # tiny subsets: one batch per epoch
+    batch_size = min(recipe.batch_size, len(train_ids))  # tiny subsets: one batch per epoch
     run_dir = Path(run_dir)
     keras.backend.clear_session()
-    train.set_seed(seed)
-    train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, seed, crop_size)
-    model, loaded = build_model(task, init, backbone, image_size, arch=arch, weights_dir=weights_dir,
-                                radiograph_weights=radiograph_weights, **options)
-    builders.set_batchnorm_momentum(model, bn_momentum)
+    train.set_seed(recipe.seed)
+    train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, recipe.image_size, batch_size,
+                                                  recipe.seed, recipe.crop_size)
+    model, loaded, settings = build_model(task, init, recipe)
+    builders.set_batchnorm_momentum(model, recipe.bn_momentum)
     steps = max(1, len(train_ids) // batch_size)
-    schedule = train.WarmupCosine(learning_rate, total_steps=epochs * steps, min_lr=min(min_learning_rate, learning_rate))
+    schedule = train.WarmupCosine(recipe.learning_rate, total_steps=recipe.epochs * steps,
+                                  min_lr=min(recipe.min_learning_rate, recipe.learning_rate))
     loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     monitor = "val_f1" if task == "classification" else "val_miou"
     started = time.perf_counter()
-    log = train.fit(model, train_data, None, run_dir, epochs=epochs, monitor=monitor, mode="max", tensorboard=False,
+    log = train.fit(model, train_data, None, run_dir, epochs=recipe.epochs, monitor=monitor, mode="max", tensorboard=False,
                     progress=progress, scorers=[_EpochScores(task, val_images, val_truth, batch_size)])
     seconds = time.perf_counter() - started
     last = log.iloc[-1]
     names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
     scores = {name: float(last[f"val_{name}"]) for name in names}
-    scores |= {"task": task, "init": init, "backbone": backbone, "encoder_layers_loaded": loaded,
+    scores |= {"task": task, "init": init, "backbone": recipe.backbone, "encoder_layers_loaded": loaded,
                "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
-               "bn_momentum": float(bn_momentum), "train_seconds": seconds}
-    files.atomic_write_json(run_dir / "scores.json", scores)  # written last: its presence means "done"
+               "bn_momentum": recipe.bn_momentum, "train_seconds": seconds}
+    runs.save_run(run_dir, model, settings, scores)  # run.json written last: its presence means "done"
     return scores, log
 
 
@@ -316,24 +367,22 @@ def cross_validate(
     wide: pd.DataFrame,
     folds: pd.Series,
     out_dir: str | os.PathLike,
+    recipe: FoldRecipe = FoldRecipe(),
     fractions: Sequence[float] = (1.0,),
-    seed: int = 0,
     progress: bool = True,
-    **settings: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`run_fold` for every (fraction, initialisation, fold): ``(scores, logs)`` tables.
 
     ``folds``: ``ImageId -> fold`` (e.g. :func:`helpers.data.splits.group_kfold`); fold ``k`` is
     validated on its images after training on the others, reduced to ``fraction`` of them by
-    :func:`training_subset` (validation images unchanged). For ``segmentation`` only the
-    defective images take part. Runs live in ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a run
-    whose ``scores.json`` exists is read back instead of trained again, and a run recorded
-    (``recipe.json``) with other settings, seed or images is a ``ValueError``. ``settings`` go to
-    :func:`run_fold`. ``scores`` has one row per run; ``logs`` the epoch logs with
-    ``init, fold, fraction`` columns.
+    :func:`training_subset` (seeded by ``recipe.seed``; validation images unchanged). For
+    ``segmentation`` only the defective images take part. Runs live in
+    ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a finished run (a saved run) is read back instead of
+    trained again, and a run recorded (``recipe.json``) with another recipe or other images is a
+    ``ValueError``. ``scores`` has one row per run; ``logs`` the epoch logs with ``init, fold,
+    fraction`` columns.
     """
     checks.choice("task", task, TASKS)
-    settings = {"bn_momentum": BN_MOMENTUM} | settings  # recorded in every recipe
     for init in inits:
         checks.choice("init", init, INITIALISATIONS)
     labels = radiographs.defect_labels(wide)
@@ -344,33 +393,17 @@ def cross_validate(
     rows, logs = [], []
     for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
         run_dir = run_path(out_dir, task, init, fraction, fold)
-        train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=seed)
+        train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=recipe.seed)
         val_ids = sorted(folds.index[folds == fold])
-        _check_recipe(run_dir, _recipe(init, settings, seed, train_ids, val_ids))
-        if (run_dir / "scores.json").is_file():
-            scores, log = files.read_json(run_dir / "scores.json"), train.read_log(run_dir)
+        _check_recipe(run_dir, recipe.record(init) | {"train_ids": sorted(map(str, train_ids)),
+                                                      "val_ids": sorted(map(str, val_ids))})
+        if (run_dir / runs.RUN_FILE).is_file() or (run_dir / "scores.json").is_file():
+            scores, log = runs.load_run(run_dir, build=False).metrics, train.read_log(run_dir)
         else:
-            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, seed=seed, **settings)
+            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, recipe)
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
         logs.append(log.assign(init=init, fold=fold, fraction=fraction))
     return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
-
-
-def _recipe(init: str, settings: dict[str, Any], seed: int, train_ids: Sequence[str],
-            val_ids: Sequence[str]) -> dict[str, Any]:
-    """What defines a run of :func:`cross_validate`, as JSON values (paths and sequences as strings/lists)."""
-    unused = {"radiograph_weights"} if init != "radiograph" else set()
-    unused |= {"weights_dir"} if init != "imagenet" else set()
-    def plain(value: Any) -> Any:
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            return value
-        if isinstance(value, os.PathLike):
-            return str(value)
-        if isinstance(value, (list, tuple, np.ndarray)):
-            return [plain(item) for item in value]
-        return repr(value)
-    recipe = {key: plain(value) for key, value in sorted(settings.items()) if key not in unused | {"progress"}}
-    return recipe | {"seed": int(seed), "train_ids": sorted(map(str, train_ids)), "val_ids": sorted(map(str, val_ids))}
 
 
 def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
