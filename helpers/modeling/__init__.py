@@ -9,6 +9,7 @@ __all__ = [
     "losses",
     "metrics",
     "postprocess",
+    "runs",
     "train",
     "weight_files",
 ]
