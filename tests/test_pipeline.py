@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from helpers.backend import tf
 
 HEIGHT, WIDTH, N_IMAGES = 64, 256, 12
 CROP = (32, 128)
+BATCHING = {field.name for field in dataclasses.fields(pipeline.Batching)}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_check_subset(broken):
 def test_make_dataset_raises_naming_files(broken):
     out_dir, table, victims = broken
     with pytest.raises(ValueError, match="skip_bad=True") as error:
-        pipeline.make_dataset(out_dir, list(table.index), table, 2, training=False, progress=False)
+        pipeline.make_dataset(out_dir, list(table.index), table, pipeline.Batching(2, training=False), progress=False)
     for image_id in victims.values():
         assert str(out_dir / "train_images" / image_id) in str(error.value)
 
@@ -110,7 +112,7 @@ def test_make_dataset_raises_naming_files(broken):
 def test_skip_bad_drops_and_logs(broken, caplog):
     out_dir, table, victims = broken
     with caplog.at_level(logging.WARNING, logger="helpers.data.pipeline"):
-        dataset = pipeline.make_dataset(out_dir, list(table.index), table, 4, training=False, skip_bad=True, progress=False)
+        dataset = pipeline.make_dataset(out_dir, list(table.index), table, pipeline.Batching(4, training=False), skip_bad=True, progress=False)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert f"dropping {len(victims)} bad image(s)" in logged
     for image_id in victims.values():
@@ -126,7 +128,7 @@ def test_skip_bad_drops_and_logs(broken, caplog):
 def test_unchecked_bad_file_fails_naming_it(broken):
     out_dir, table, victims = broken
     ids = [victims["truncated"]]
-    dataset = pipeline.make_dataset(out_dir, ids, table, 1, training=False, check=False, progress=False)
+    dataset = pipeline.make_dataset(out_dir, ids, table, pipeline.Batching(1, training=False), check=False, progress=False)
     with pytest.raises(tf.errors.OpError, match=victims["truncated"]):
         _batches(dataset)
 
@@ -147,7 +149,7 @@ def test_unchecked_bad_file_fails_naming_it(broken):
 )
 def test_batch_shapes_and_values(clean, training, options, batch_size, sizes, shape):
     out_dir, wide = clean
-    dataset = pipeline.make_dataset(out_dir, list(wide.index), wide, batch_size, training=training, progress=False, **options)
+    dataset = pipeline.make_dataset(out_dir, list(wide.index), wide, pipeline.Batching(batch_size, training=training), progress=False, **options)
     assert dataset.element_spec[0].shape.as_list()[1:] == [*shape, 1]
     assert dataset.element_spec[1].shape.as_list()[1:] == [*shape, 4]
     batches = _batches(dataset)
@@ -163,7 +165,7 @@ def test_batch_shapes_and_values(clean, training, options, batch_size, sizes, sh
 def test_validation_batch_matches_files_exactly(clean):
     out_dir, wide = clean
     ids = list(wide.index)[::-1]  # the given order is kept
-    dataset = pipeline.make_dataset(out_dir, ids, wide, 5, training=False, progress=False)
+    dataset = pipeline.make_dataset(out_dir, ids, wide, pipeline.Batching(5, training=False), progress=False)
     images = np.concatenate([x for x, _ in _batches(dataset)])
     masks = np.concatenate([y for _, y in _batches(dataset)])
     for k, image_id in enumerate(ids):
@@ -174,7 +176,9 @@ def test_validation_batch_matches_files_exactly(clean):
 def _training(clean, seed: int, **options) -> tf.data.Dataset:
     out_dir, wide = clean
     transforms = augment.train_transforms(crop_size=CROP)
-    return pipeline.make_dataset(out_dir, list(wide.index), wide, 4, training=True, transforms=transforms, seed=seed, progress=False, **options)
+    batching = pipeline.Batching(4, training=True, seed=seed, **{k: v for k, v in options.items() if k in BATCHING})
+    return pipeline.make_dataset(out_dir, list(wide.index), wide, batching, transforms=transforms, progress=False,
+                                 **{k: v for k, v in options.items() if k not in BATCHING})
 
 
 def _same(a: list, b: list) -> bool:
@@ -204,11 +208,11 @@ def test_mixed_sizes_need_resize(clean, tmp_path):
     table.loc[odd, ["Height", "Width"]] = [48, 200]
     ids = list(table.index)
     with pytest.raises(ValueError, match=f"48x200: 1 image\\(s\\), e.g. {odd}.*pass resize_to"):
-        pipeline.make_dataset(out_dir, ids, table, 4, training=False, progress=False)
+        pipeline.make_dataset(out_dir, ids, table, pipeline.Batching(4, training=False), progress=False)
     for training in (False, True):
-        dataset = pipeline.make_dataset(out_dir, ids, table, 4, training=training, resize_to=(48, 128), progress=False)
+        dataset = pipeline.make_dataset(out_dir, ids, table, pipeline.Batching(4, training=training), resize_to=(48, 128), progress=False)
         assert all(x.shape[1:] == (48, 128, 1) for x, _ in _batches(dataset))
-    single = pipeline.make_dataset(out_dir, ids[:2], table, 1, training=False, progress=False)
+    single = pipeline.make_dataset(out_dir, ids[:2], table, pipeline.Batching(1, training=False), progress=False)
     assert [x.shape[1:3] for x, _ in _batches(single)] == [(48, 200), (HEIGHT, WIDTH)]
 
 
@@ -237,7 +241,8 @@ def test_bad_arguments(clean, options, message):
     out_dir, wide = clean
     arguments = dict(image_ids=list(wide.index), batch_size=4, training=False, progress=False) | options
     with pytest.raises(ValueError, match=message):
-        pipeline.make_dataset(out_dir, wide=wide, **arguments)
+        batching = pipeline.Batching(**{name: arguments.pop(name) for name in BATCHING if name in arguments})
+        pipeline.make_dataset(out_dir, wide=wide, batching=batching, **arguments)
 
 
 def test_check_dataset_bad_arguments(clean):
@@ -264,7 +269,7 @@ def labelled_images(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
 
 def test_image_dataset_resizes_and_keeps_order_and_labels(labelled_images):
     paths, labels = labelled_images
-    data = pipeline.make_image_dataset(paths, labels, batch_size=4, training=False, image_size=(16, 24), progress=False)
+    data = pipeline.make_image_dataset(paths, labels, pipeline.Batching(4, training=False), image_size=(16, 24), progress=False)
     images, targets = map(np.concatenate, zip(*[(x.numpy(), y.numpy()) for x, y in data]))
     assert images.shape == (6, 16, 24, 1) and images.dtype == np.float32
     np.testing.assert_array_equal(images[:, 0, 0, 0], 20 * np.arange(6) + 10)  # flat images stay flat
@@ -277,8 +282,8 @@ def test_image_dataset_training_is_seeded_and_shuffled(labelled_images):
     transforms = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
 
     def first_epoch(seed):
-        data = pipeline.make_image_dataset(paths, labels, batch_size=3, training=True, image_size=(16, 16),
-                                           transforms=transforms, seed=seed, progress=False)
+        data = pipeline.make_image_dataset(paths, labels, pipeline.Batching(3, training=True, seed=seed), image_size=(16, 16),
+                                           transforms=transforms, progress=False)
         return np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in data])
 
     order = first_epoch(0)
@@ -292,9 +297,9 @@ def test_image_dataset_names_unreadable_files_or_skips_them(labelled_images, tmp
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png"):
-        pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), 2, training=False, progress=False)
+        pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), pipeline.Batching(2, training=False), progress=False)
     with caplog.at_level(logging.WARNING):
-        data = pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), 7, training=False,
+        data = pipeline.make_image_dataset([*paths, broken], np.vstack([labels, [[1, 1]]]), pipeline.Batching(7, training=False),
                                            image_size=(8, 8), skip_bad=True, progress=False)
     assert "broken.png" in caplog.text
     assert sum(int(x.shape[0]) for x, _ in data) == 6
@@ -311,4 +316,20 @@ def test_image_dataset_checks_arguments(labelled_images, kwargs, message):
     paths, labels = labelled_images
     arguments = {"labels": labels, "batch_size": 2, "training": False, "image_size": (8, 8), **kwargs}
     with pytest.raises(ValueError, match=message):
-        pipeline.make_image_dataset(paths, progress=False, **arguments)
+        batching = pipeline.Batching(**{name: arguments.pop(name) for name in BATCHING if name in arguments})
+        pipeline.make_image_dataset(paths, batching=batching, progress=False, **arguments)
+
+
+@pytest.mark.parametrize("training, drop", [(True, True), (False, False)])
+def test_batching_drops_the_last_partial_batch_only_in_training_by_default(training, drop):
+    batching = pipeline.Batching(4, training=training)
+    assert batching.drop_remainder is drop and batching.seed == 0 and not batching.repeat
+    assert pipeline.Batching(4, training=training, drop_remainder=not drop).drop_remainder is (not drop)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batching.batch_size = 8
+
+
+def test_pipelines_take_a_batching_not_loose_numbers(clean):
+    out_dir, wide = clean
+    with pytest.raises(ValueError, match="batching must be a pipeline.Batching, got int"):
+        pipeline.make_dataset(out_dir, list(wide.index), wide, 4)

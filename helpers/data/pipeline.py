@@ -35,8 +35,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -51,6 +52,7 @@ from helpers.backend import tf
 
 __all__ = [
     "PROBLEM_COLUMNS",
+    "Batching",
     "check_dataset",
     "make_dataset",
     "make_image_dataset",
@@ -215,6 +217,77 @@ def usable_ids(
 # ----------------------------------------------------------------------------- tf.data
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a pipeline turns items into batches, checked when made; the same for masks and labels.
+
+    ``training=True``: items shuffled (``shuffle_buffer`` indices, default all, so a full shuffle
+    costs no image memory; reshuffled every iteration, i.e. every Keras epoch and every
+    ``repeat``), each paired with a draw of a seeded random stream that seeds its augmentation,
+    the last partial batch dropped (``drop_remainder`` default). ``training=False``: the given
+    order, fixed draws, every item kept. ``repeat``: repeat forever. Same ``seed``, same batches.
+    """
+
+    batch_size: int
+    training: bool
+    seed: int = 0
+    shuffle_buffer: int | None = None
+    repeat: bool = False
+    drop_remainder: bool | None = None
+    num_parallel_calls: int = tf.data.AUTOTUNE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.training, (bool, np.bool_)):
+            raise ValueError(f"training must be True or False, got {self.training!r}")
+        fixed = {
+            "batch_size": checks.positive_int("batch_size", self.batch_size),
+            "training": bool(self.training),
+            "seed": checks.seed("seed", self.seed),
+            "shuffle_buffer": None if self.shuffle_buffer is None else checks.positive_int("shuffle_buffer", self.shuffle_buffer),
+            "repeat": bool(self.repeat),
+            "drop_remainder": bool(self.training) if self.drop_remainder is None else bool(self.drop_remainder),
+        }
+        if self.num_parallel_calls != tf.data.AUTOTUNE:
+            fixed["num_parallel_calls"] = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", self.num_parallel_calls)
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)
+
+    def check_count(self, n_items: int) -> None:
+        """A ``ValueError`` when ``n_items`` make no batch."""
+        if n_items == 0 or (self.drop_remainder and n_items < self.batch_size):
+            raise ValueError(f"{n_items} usable item(s) make no full batch of batch_size={self.batch_size}; "
+                             "lower it or set drop_remainder=False")
+
+    def batches(
+        self,
+        load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]],
+        n_items: int,
+        image_shape: tuple,
+        target_shape: tuple,
+        name: str,
+    ) -> tf.data.Dataset:
+        """Parallel, prefetched batches of ``load(index, draw) -> (image, target)`` over ``n_items`` items."""
+
+        def load_tf(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image, target = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name=name)
+            image.set_shape(image_shape)
+            target.set_shape(target_shape)
+            return image, target
+
+        indices = tf.data.Dataset.range(n_items)
+        if self.training:
+            indices = indices.shuffle(self.shuffle_buffer or n_items, seed=self.seed, reshuffle_each_iteration=True)
+            draws = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
+        else:
+            draws = tf.data.Dataset.range(n_items)  # fixed per item
+        dataset = tf.data.Dataset.zip((indices, draws))
+        if self.repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.map(load_tf, num_parallel_calls=self.num_parallel_calls, deterministic=True)
+        dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 def _output_shape(
     transforms: A.BaseCompose, sizes: set[tuple[int, int]], n_classes: int
 ) -> tuple[int, int] | None:
@@ -234,50 +307,34 @@ def make_dataset(
     dataset_dir: str | os.PathLike,
     image_ids: Sequence[str],
     wide: pd.DataFrame,
-    batch_size: int,
-    training: bool,
+    batching: Batching,
     transforms: A.BaseCompose | None = None,
-    seed: int = 0,
-    skip_bad: bool = False,
-    cache: bool = False,
-    shuffle_buffer: int | None = None,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
-    repeat: bool = False,
     resize_to: Sequence[int] | None = None,
-    drop_remainder: bool | None = None,
+    cache: bool = False,
+    skip_bad: bool = False,
     check: bool = True,
     progress: bool = True,
 ) -> tf.data.Dataset:
     """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], masks (B, H, W, C) float32 0/1)``.
 
     ``image_ids``: images of ``wide`` (the wide table, with ``Height``/``Width``) under
-    ``dataset_dir/train_images``. ``training=True``: shuffled (``shuffle_buffer`` image
-    indices, default all, so a full shuffle costs no image memory) and augmented with
-    ``transforms`` (default :func:`augment.train_transforms` without crop, i.e. full size;
-    pass ``augment.train_transforms(crop_size=(256, 512))`` for crops), last partial batch
-    dropped (``drop_remainder`` default). ``training=False``: ``image_ids`` order, no
-    augmentation (default :func:`augment.eval_transforms`), every image kept.
-    ``resize_to = (H, W)``: the default transforms resize to it (give transforms *or*
-    resize_to). ``cache``: keep decoded grey images in memory (H*W bytes each; masks are
-    decoded again each time). ``repeat``: repeat forever (reshuffled each pass).
-    ``check``/``skip_bad``: see the module doc. Seeded: same ``seed`` -> same batches
-    (each element reseeds a per-thread copy of ``transforms`` from ``seed`` and its draw, so a
-    seed given to the transforms themselves is not used).
+    ``dataset_dir/train_images``, batched by ``batching`` (:class:`Batching`). Training batches
+    are augmented with ``transforms`` (default :func:`augment.train_transforms` without crop,
+    i.e. full size; pass ``augment.train_transforms(crop_size=(256, 512))`` for crops); others
+    get none (default :func:`augment.eval_transforms`). ``resize_to = (H, W)``: the default
+    transforms resize to it (give transforms *or* resize_to). ``cache``: keep decoded grey images
+    in memory (H*W bytes each; masks are decoded again each time). ``check``/``skip_bad``: see the
+    module doc. Each element reseeds a per-thread copy of ``transforms`` from ``batching.seed``
+    and its draw, so a seed given to the transforms themselves is not used.
     """
     dataset_dir = Path(dataset_dir)
-    batch_size = checks.positive_int("batch_size", batch_size)
-    seed = checks.seed("seed", seed)
-    if not isinstance(training, (bool, np.bool_)):
-        raise ValueError(f"training must be True or False, got {training!r}")
-    if num_parallel_calls != tf.data.AUTOTUNE:
-        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
-    if shuffle_buffer is not None:
-        shuffle_buffer = checks.positive_int("shuffle_buffer", shuffle_buffer)
+    if not isinstance(batching, Batching):
+        raise ValueError(f"batching must be a pipeline.Batching, got {type(batching).__name__}")
+    training, seed = batching.training, batching.seed
     if transforms is not None and resize_to is not None:
         raise ValueError("give transforms or resize_to, not both: build the transforms with resize_to instead")
     if skip_bad and not check:
         raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
-    drop_remainder = bool(training) if drop_remainder is None else bool(drop_remainder)
     if isinstance(image_ids, str) or len(image_ids) == 0:
         raise ValueError(f"image_ids must be a non-empty sequence of ImageIds, got {image_ids!r}")
     unknown = [i for i in dict.fromkeys(image_ids) if i not in wide.index]
@@ -295,15 +352,14 @@ def make_dataset(
     ids = usable_ids(dataset_dir, image_ids, wide, skip_bad=skip_bad, progress=progress) if check else list(image_ids)
     if not ids:
         raise ValueError(f"no usable images left in {dataset_dir} after dropping the bad ones")
-    if drop_remainder and len(ids) < batch_size:
-        raise ValueError(f"{len(ids)} image(s) make no full batch of batch_size={batch_size}; lower it or set drop_remainder=False")
+    batching.check_count(len(ids))
     classes = severstal.class_columns(wide)
     rows = [wide.loc[i] for i in ids]
     paths = [str(dataset_dir / _IMAGES / i) for i in ids]
     size_of = {i: (int(r["Height"]), int(r["Width"])) for i, r in zip(ids, rows)}
     sizes = set(size_of.values())
     out_shape = _output_shape(transforms, sizes, len(classes))
-    if out_shape is None and batch_size > 1:
+    if out_shape is None and batching.batch_size > 1:
         members: dict[tuple[int, int], list[str]] = {}
         for image_id, size in size_of.items():
             members.setdefault(size, []).append(image_id)
@@ -337,48 +393,7 @@ def make_dataset(
         return (image[..., None].astype(np.float32), masks.astype(np.float32))
 
     height, width = out_shape if out_shape is not None else (None, None)
-    return _batched(load, len(ids), (height, width, 1), (height, width, len(classes)), batch_size, training, seed,
-                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_masks")
-
-
-def _batched(
-    load,
-    n_items: int,
-    image_shape: tuple,
-    target_shape: tuple,
-    batch_size: int,
-    training: bool,
-    seed: int,
-    shuffle_buffer: int | None,
-    repeat: bool,
-    drop_remainder: bool,
-    num_parallel_calls: int,
-    name: str,
-) -> tf.data.Dataset:
-    """Seeded, parallel, prefetched batches of ``load(index, draw) -> (image, target)`` over ``n_items`` items.
-
-    Training shuffles the indices (reshuffled every iteration) and pairs each with a draw of a
-    seeded random stream (the augmentation seed); evaluation keeps the order with fixed draws.
-    """
-
-    def load_tf(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, target = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name=name)
-        image.set_shape(image_shape)
-        target.set_shape(target_shape)
-        return image, target
-
-    indices = tf.data.Dataset.range(n_items)
-    if training:
-        indices = indices.shuffle(shuffle_buffer or n_items, seed=seed, reshuffle_each_iteration=True)
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    else:
-        draws = tf.data.Dataset.range(n_items)  # fixed per item
-    dataset = tf.data.Dataset.zip((indices, draws))
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.map(load_tf, num_parallel_calls=num_parallel_calls, deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return batching.batches(load, len(ids), (height, width, 1), (height, width, len(classes)), name="load_image_masks")
 
 
 def unreadable_images(paths: Sequence[str | os.PathLike], progress: bool = True, num_workers: int | None = None) -> pd.DataFrame:
@@ -400,16 +415,10 @@ def unreadable_images(paths: Sequence[str | os.PathLike], progress: bool = True,
 def make_image_dataset(
     paths: Sequence[str | os.PathLike],
     labels: np.ndarray,
-    batch_size: int,
-    training: bool,
+    batching: Batching,
     image_size: Sequence[int] = (256, 256),
     transforms: A.BaseCompose | None = None,
-    seed: int = 0,
     skip_bad: bool = False,
-    repeat: bool = False,
-    drop_remainder: bool | None = None,
-    shuffle_buffer: int | None = None,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
     check: bool = True,
     progress: bool = True,
 ) -> tf.data.Dataset:
@@ -419,16 +428,13 @@ def make_image_dataset(
     interpolation); ``labels``: ``(N, K)`` targets, NaN where a label is to be ignored (see
     :func:`helpers.modeling.losses.masked_bce`). ``transforms``: albumentations steps applied after the
     resize, on the image only (e.g. ``augment.train_transforms(crop_size=None, ...)`` flips);
-    default none. Shuffling, seeding, checks (``check``/``skip_bad``: unreadable files raise
-    naming them, or are logged and dropped) and batching as in :func:`make_dataset`.
+    default none. Batches by ``batching`` (:class:`Batching`); checks (``check``/``skip_bad``:
+    unreadable files raise naming them, or are logged and dropped) as in :func:`make_dataset`.
     """
-    batch_size = checks.positive_int("batch_size", batch_size)
-    seed = checks.seed("seed", seed)
+    if not isinstance(batching, Batching):
+        raise ValueError(f"batching must be a pipeline.Batching, got {type(batching).__name__}")
+    seed = batching.seed
     size = rle.validate_shape(tuple(image_size))
-    if not isinstance(training, (bool, np.bool_)):
-        raise ValueError(f"training must be True or False, got {training!r}")
-    if num_parallel_calls != tf.data.AUTOTUNE:
-        num_parallel_calls = checks.positive_int("num_parallel_calls (or tf.data.AUTOTUNE)", num_parallel_calls)
     if skip_bad and not check:
         raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
     paths = [str(p) for p in paths]
@@ -446,9 +452,7 @@ def make_image_dataset(
             logger.warning("dropping %d unreadable image(s):\n%s", len(problems), listing)
             keep = ~pd.Series(paths).isin(set(problems["file"])).to_numpy()
             paths, labels = [p for p, k in zip(paths, keep) if k], labels[keep]
-    drop_remainder = bool(training) if drop_remainder is None else bool(drop_remainder)
-    if not paths or (drop_remainder and len(paths) < batch_size):
-        raise ValueError(f"{len(paths)} usable image(s) make no full batch of batch_size={batch_size}")
+    batching.check_count(len(paths))
     resize = A.Resize(*size, interpolation=cv2.INTER_AREA)
     local = threading.local()
 
@@ -464,8 +468,7 @@ def make_image_dataset(
                 raise ValueError(f"transforms changed the size of {paths[index]} to {image.shape}; expected {size}")
         return image[..., None].astype(np.float32), labels[index]
 
-    return _batched(load, len(paths), (*size, 1), (labels.shape[1],), batch_size, training, seed,
-                    shuffle_buffer, repeat, drop_remainder, num_parallel_calls, name="load_image_labels")
+    return batching.batches(load, len(paths), (*size, 1), (labels.shape[1],), name="load_image_labels")
 
 
 def pipeline_rate(dataset: tf.data.Dataset, n_batches: int, warmup: int = 1) -> float:

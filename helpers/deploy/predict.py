@@ -264,7 +264,8 @@ def eval_dataset(
     shape = split_shape(wide, image_ids, resize_to)
     pad_to = builders.padded_size(shape, arch, downsample_factor)
     transforms = augment.eval_transforms(resize_to=tuple(resize_to) if resize_to else None, pad_to=pad_to)
-    data = pipeline.make_dataset(data_dir, image_ids, wide, batch_size, training=False, transforms=transforms, progress=progress)
+    data = pipeline.make_dataset(data_dir, image_ids, wide, pipeline.Batching(batch_size, training=False), transforms=transforms,
+                                 progress=progress)
     return data, shape
 
 

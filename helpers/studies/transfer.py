@@ -291,16 +291,16 @@ def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, 
         flips = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
         train_data = pipeline.make_image_dataset(
             [Path(data_dir) / "train_images" / i for i in train_ids], onehot[labels.reindex(train_ids).to_numpy()],
-            batch_size, training=True, image_size=size, transforms=flips, seed=seed, progress=False)
+            pipeline.Batching(batch_size, training=True, seed=seed), image_size=size, transforms=flips, progress=False)
         val_data = pipeline.make_image_dataset(
             [Path(data_dir) / "train_images" / i for i in val_ids], onehot[labels.reindex(val_ids).to_numpy()],
-            batch_size, training=False, image_size=size, progress=False)
+            pipeline.Batching(batch_size, training=False), image_size=size, progress=False)
         images = np.concatenate([x.numpy() for x, _ in val_data])
         return train_data, images, labels.reindex(val_ids).to_numpy()
     transforms = augment.train_transforms(crop_size=crop_size, resize_to=size, seed=seed)
-    train_data = pipeline.make_dataset(data_dir, train_ids, wide, batch_size, training=True, seed=seed,
+    train_data = pipeline.make_dataset(data_dir, train_ids, wide, pipeline.Batching(batch_size, training=True, seed=seed),
                                        transforms=transforms, progress=False).map(_merged_defects)
-    val_data = pipeline.make_dataset(data_dir, val_ids, wide, batch_size, training=False, resize_to=size,
+    val_data = pipeline.make_dataset(data_dir, val_ids, wide, pipeline.Batching(batch_size, training=False), resize_to=size,
                                      progress=False).map(_merged_defects)
     batches = [(x.numpy(), m.numpy()) for x, m in val_data]
     return train_data, np.concatenate([x for x, _ in batches]), np.concatenate([m for _, m in batches]).astype(np.uint8)
