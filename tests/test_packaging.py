@@ -126,3 +126,35 @@ def test_ci_runs_the_readme_test_command():
     test_command = "python3 -m helpers.run --tests"
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def _readme_layout() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("## Layout\n"):readme.index("## Measurements")]
+
+
+def test_readme_layout_shows_every_module_of_the_tree():
+    layout = _readme_layout()
+    for path in (ROOT / "helpers").rglob("*.py"):
+        if path.stem != "__init__":
+            assert re.search(rf"^\s+{re.escape(path.name)}\s", layout, re.M), f"README layout misses {path.relative_to(ROOT)}"
+
+
+def test_readme_table_says_which_notebook_imports_which_module():
+    rows = {}
+    for line in _readme_layout().splitlines():
+        if line.startswith("| `"):
+            name, *marks = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[name.strip("`")] = {k for k, mark in enumerate(marks) if mark == "x"}
+    assert set(rows) == {m.removeprefix("helpers.") for m in helpers_modules() if not m.endswith(("__init__",))} - {
+        m.removeprefix("helpers.") for m in helpers_modules() if (ROOT / m.replace(".", "/") / "__init__.py").is_file()}
+    imported: dict[str, set[int]] = {name: set() for name in rows}
+    for number, notebook in enumerate(sorted((ROOT / "notebooks").glob("*.ipynb"))):
+        code = "\n".join("".join(c["source"]) for c in __import__("json").loads(notebook.read_text())["cells"]
+                         if c["cell_type"] == "code")
+        for package, names in re.findall(r"^from helpers(\.[\w.]+)? import ([\w, ]+)", code, re.M):
+            package = package.lstrip(".")
+            for name in [n.strip() for n in names.split(",")]:
+                module = package if package in rows else f"{package}.{name}".lstrip(".")
+                imported[module].add(number)
+    assert rows == imported
