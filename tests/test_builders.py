@@ -551,3 +551,50 @@ def test_backbone_options_keep_what_the_backbone_takes(backbone, values, expecte
 def test_backbone_options_name_the_allowed_backbones():
     with pytest.raises(ValueError, match="unknown backbone 'vgg'; allowed: resnet18"):
         builders.backbone_options("vgg", alpha=1.0)
+
+
+@pytest.fixture
+def policy():
+    """Sets a Keras dtype policy for one test and restores float32 after it."""
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("kind", ["segmenter", "classifier", "unetpp deep supervision"])
+def test_probabilities_are_float32_under_every_policy(policy, mixed, kind):
+    def build():
+        keras.utils.set_random_seed(0)
+        if kind == "classifier":
+            return builders.build_classifier("mobilenet", (32, 32, 1), n_outputs=3, alpha=0.25)
+        if kind == "segmenter":
+            return builders.build_segmenter("unet", "mobilenet", (None, None, 1), classes=2, alpha=0.25,
+                                            decoder_filters=(16, 16, 8, 8, 8))
+        return builders.build_segmenter("unetpp", "mobilenet", (None, None, 1), classes=2, alpha=0.25,
+                                        decoder_filters=(16, 16, 8, 8, 8), deep_supervision=True)
+
+    reference = build()
+    policy(mixed)
+    model = build()
+    policy("float32")
+    assert all(output.dtype == "float32" for output in model.outputs)
+    for output in model.outputs:  # the sigmoid itself runs in float32, not only a cast after it
+        assert output._keras_history.layer.compute_dtype == "float32"
+    assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
+    assert all(w.dtype == tf.float32 for w in model.weights)  # variables, BatchNorm statistics included
+    model.set_weights(reference.get_weights())
+    stem = model.get_layer(builders.STEM_NAME)
+    assert stem.compute_dtype == "float32"
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    folded = keras.Model(model.input, stem.output)(images)
+    np.testing.assert_array_equal(folded.numpy(), keras.Model(reference.input, reference.get_layer(builders.STEM_NAME).output)(images).numpy())
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    got, expected = model(images), reference(images)
+    for got, expected in zip(got if isinstance(got, list) else [got], expected if isinstance(expected, list) else [expected]):
+        assert got.dtype == tf.float32
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=0.1)
+
+
+def test_float32_models_are_left_as_built():
+    model = builders.build_segmenter("unet", "mobilenet", (None, None, 1), classes=1, alpha=0.25, decoder_filters=(8,) * 5)
+    assert builders.float32_outputs(model) is model and model.layers[-1].name == "sigmoid"

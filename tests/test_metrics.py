@@ -341,3 +341,29 @@ def test_per_label_auc_ignores_nan_and_one_class_labels():
     np.testing.assert_allclose(aucs, [0.75, nan, 1.0])
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         metrics.per_label_auc(y_true[:, 0], y_prob[:, 0])
+
+
+@pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
+def test_keras_metrics_and_loss_match_the_numpy_reference_under_mixed_precision(mixed):
+    from helpers.modeling import builders, losses
+    from helpers.backend import keras
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    y = np.zeros((2, 32, 32, 2), dtype=np.float32)
+    y[0, :12, :10, 0] = 1
+    y[1, 8:20, 5:30, 1] = 1
+    keras.mixed_precision.set_global_policy(mixed)
+    try:
+        keras.utils.set_random_seed(0)
+        model = builders.build_segmenter("unet", "mobilenet", (None, None, 1), classes=2, alpha=0.25,
+                                         decoder_filters=(16, 16, 8, 8, 8))
+        model.compile(optimizer="adam", loss=losses.get_loss("bce_dice"), metrics=keras_metrics.keras_metrics(2))
+        result = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
+        y_prob = model.predict(x, batch_size=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert y_prob.dtype == np.float32
+    expected = metrics.evaluate(y, y_prob, threshold=0.5)
+    for name in ("severstal_score", "dice_class_1", "dice_class_2", "mean_iou", "mean_iou_with_background"):
+        assert result[name] == pytest.approx(expected[name], abs=1e-6, nan_ok=True), name
+    assert result["loss"] == pytest.approx(losses.bce_dice(y, y_prob), rel=1e-4)

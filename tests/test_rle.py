@@ -139,3 +139,36 @@ def test_encode_rejects_non_binary_masks(mask, message):
 def test_bad_shapes(shape):
     with pytest.raises(ValueError, match="shape"):
         rle.decode("1 1", shape)
+
+
+@pytest.mark.parametrize(
+    "text, same_as",
+    [("1  2", "1 2"), ("1 2\n5 1", "1 2 5 1"), (" 1 2 ", "1 2"), ("+1 2", "1 2"), ("001 02", "1 2")],
+)
+def test_strings_outside_the_fast_parse_decode_like_their_plain_form(text, same_as):
+    np.testing.assert_array_equal(rle.decode(text, (4, 4)), rle.decode(same_as, (4, 4)))
+
+
+def test_masks_with_more_runs_than_the_prepared_pattern_round_trip():
+    mask = np.zeros((100, 100), np.uint8)
+    mask[::2] = 1  # 5,000 runs
+    np.testing.assert_array_equal(rle.decode(rle.encode(mask), mask.shape), mask)
+
+
+@pytest.mark.parametrize("mix", list(rle_benchmark.MIXES))
+def test_both_benchmark_mixes_agree_with_the_baseline(mix):
+    masks = rle_benchmark.benchmark_masks(mix, 4, (64, 400), seed=1)
+    assert len(masks) == 4 and all(m.shape == (64, 400) and m.any() for m in masks)
+    for mask in masks:
+        encoded = rle.encode(mask)
+        assert encoded == rle_benchmark.baseline_mask2rle(mask)
+        np.testing.assert_array_equal(rle.decode(encoded, mask.shape), rle_benchmark.baseline_rle2mask(encoded, mask.shape))
+    with pytest.raises(ValueError, match=r"mix must be one of \['small defects', 'large areas'\]"):
+        rle_benchmark.benchmark_masks("huge", 1)
+
+
+def test_large_area_masks_have_long_runs_and_fit_the_size():
+    for mask in rle_benchmark.large_area_masks(3, (256, 1600), seed=0):
+        lengths = rle.runs(mask)[:, 1]
+        assert np.median(lengths) >= 20 and lengths.max() <= 256  # column runs of rectangles 20..80 high (or stacked)
+        assert mask.any(axis=0).sum() <= 5 * 300

@@ -389,3 +389,67 @@ def test_the_train_step_is_traced_once(tmp_path):
     train.fit(model, tiny_data(), tiny_data(), tmp_path, epochs=2, monitor="val_loss", mode="min",
               tensorboard=False, progress=False, extra_callbacks=[TracingCount()])
     assert counts == [1] * len(counts) and len(counts) == 4
+
+
+# ------------------------------------------------------------------ precision
+def _tiny_classifier(filters: int = 4) -> keras.Model:
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(filters, 3, padding="same")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs)
+
+
+BATCH = (np.zeros((4, 8, 8, 1), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]])
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx512f avx512_bf16 amx_tile", True), ("fpu sse avx2", False),
+                                             ("fpu amx_bf16", True), (None, False)])
+def test_cpu_bfloat16_support_comes_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert train.cpu_supports_bfloat16(cpuinfo) is expected
+
+
+def test_an_explicit_precision_wins_and_is_not_probed(float32_after, monkeypatch):
+    monkeypatch.setattr(train, "_training_rate", lambda *a, **k: pytest.fail("probed"))
+    choice = train.choose_precision("mixed_bfloat16", _tiny_classifier, {}, BATCH, "categorical_crossentropy")
+    assert choice == train.PrecisionChoice("mixed_bfloat16", "asked for")
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    with pytest.raises(ValueError, match=r"precision policy must be one of \['auto', 'float32'"):
+        train.choose_precision("bf16", _tiny_classifier, {}, BATCH, "mse")
+
+
+@pytest.mark.parametrize("bf16_rate, expected", [(25.0, "mixed_bfloat16"), (11.0, "float32"), (5.0, "float32")])
+def test_auto_keeps_bfloat16_only_where_the_probe_measures_it_faster(float32_after, monkeypatch, bf16_rate, expected):
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: True)
+    measured = iter([10.0, bf16_rate])
+    monkeypatch.setattr(train, "_training_rate", lambda *a, **k: next(measured))
+    choice = train.choose_precision("auto", _tiny_classifier, {}, BATCH, "mse")
+    assert choice.policy == expected == keras.mixed_precision.global_policy().name
+    assert choice.rates == {"float32": 10.0, "mixed_bfloat16": bf16_rate} and "probe" in choice.reason
+    assert choice.record()["precision_rates"] == choice.rates
+
+
+def test_auto_without_bfloat16_support_is_float32_without_a_probe(float32_after, monkeypatch):
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: False)
+    monkeypatch.setattr(train, "_training_rate", lambda *a, **k: pytest.fail("probed"))
+    choice = train.choose_precision("auto", _tiny_classifier, {}, BATCH, "mse")
+    assert (choice.policy, choice.rates) == ("float32", {}) and "no bfloat16" in choice.reason
+
+
+def test_the_probe_trains_the_model_under_both_policies(float32_after, monkeypatch):
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: True)
+    choice = train.choose_precision("auto", _tiny_classifier, {"filters": 2}, BATCH, "categorical_crossentropy", steps=1)
+    assert set(choice.rates) == {"float32", "mixed_bfloat16"} and min(choice.rates.values()) > 0
+    assert keras.mixed_precision.global_policy().name == choice.policy

@@ -89,6 +89,7 @@ __all__ = [
     "encoder_end_layers",
     "encoder_layers",
     "encoder_model",
+    "float32_outputs",
     "fold_to_grey",
     "input_stem_weights",
     "load_encoder_weights",
@@ -424,7 +425,7 @@ def _with_input_stem(model: keras.Model, backbone: str, channels: int) -> keras.
         raise ValueError(f"model {model.name!r} must have exactly one input")
     old_input = config["input_layers"][0][0]
     kernel, bias = input_stem_weights(backbone, channels)
-    stem = keras.layers.Conv2D(3, 1, name=STEM_NAME, trainable=False)
+    stem = keras.layers.Conv2D(3, 1, name=STEM_NAME, trainable=False, dtype="float32")  # the exact fold, under every policy
     layers = []
     for layer in config["layers"]:
         if layer["name"] == old_input:
@@ -620,6 +621,28 @@ def _decoder_block(module: Any, block_type: str) -> Any:
     return {"upsampling": module.DecoderUpsamplingX2Block, "transpose": module.DecoderTransposeX2Block}[block_type]
 
 
+def float32_outputs(model: keras.Model) -> keras.Model:
+    """``model`` with float32 outputs under a mixed precision policy; the same model under float32.
+
+    An output made by an ``Activation`` layer (sigmoid, softmax) is recomputed in float32 from its
+    input, so probabilities, losses and metrics never round to 16 bits; any other output is cast.
+    Weights are untouched (``Activation`` layers hold none), so weights saved under one policy load
+    under another.
+    """
+    if all(output.dtype == "float32" for output in model.outputs):
+        return model
+    outputs = []
+    for output in model.outputs:
+        layer = output._keras_history.layer
+        if output.dtype == "float32":
+            outputs.append(output)
+        elif isinstance(layer, keras.layers.Activation):
+            outputs.append(keras.layers.Activation(layer.activation, dtype="float32", name=layer.name)(layer.input))
+        else:
+            outputs.append(keras.layers.Activation("linear", dtype="float32", name=f"{layer.name}_float32")(output))
+    return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
 def _named_linknet_head(model: keras.Model, classes: int, activation: str) -> keras.Model:
     """segmentation-models 1.0.1 leaves Linknet's head convolution unnamed (``conv2d_<n>``, varying with what was
     built before); redo the head as ``final_conv`` (like Unet's) so weights match by name across sessions."""
@@ -728,7 +751,7 @@ def build_segmenter(
         )
     if encoder_freeze:
         set_encoder_trainable(model, backbone, False)
-    return model
+    return float32_outputs(model)
 
 
 def build_classifier(
@@ -755,7 +778,8 @@ def build_classifier(
     x = keras.layers.GlobalAveragePooling2D(name="classifier_pool")(encoder.output)
     if dropout:
         x = keras.layers.Dropout(dropout, name="classifier_dropout")(x)
-    outputs = keras.layers.Dense(n_outputs, activation=activation, name="classifier_dense")(x)
+    outputs = keras.layers.Dense(n_outputs, name="classifier_dense")(x)
+    outputs = keras.layers.Activation(activation, dtype="float32", name="classifier_probabilities")(outputs)  # float32 under every policy
     model = keras.Model(encoder.input, outputs, name=f"classifier_{backbone}")
     if encoder_freeze:
         set_encoder_trainable(model, backbone, False)

@@ -30,7 +30,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,11 +43,15 @@ from helpers.core import checks, files
 from helpers.backend import keras, tf
 
 __all__ = [
+    "POLICIES",
     "EpochTimer",
+    "PrecisionChoice",
     "RunCheckpoint",
     "TqdmProgress",
     "WarmupCosine",
+    "choose_precision",
     "configure_precision",
+    "cpu_supports_bfloat16",
     "device_summary",
     "fit",
     "get_strategy",
@@ -220,18 +227,89 @@ def set_seed(seed: int, deterministic_ops: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
 def configure_precision(policy: str = "auto") -> str:
     """Set the Keras dtype policy: ``auto`` = mixed_float16 when a GPU is visible, else float32.
 
-    Call before building the model. Returns the policy name in force.
+    Call before building the model. Returns the policy name in force. :func:`choose_precision`
+    makes ``auto`` measure, per model, whether bfloat16 pays on a CPU that supports it.
     """
-    allowed = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-    if policy not in allowed:
-        raise ValueError(f"precision policy must be one of {allowed}, got {policy!r}")
+    checks.choice("precision policy", policy, POLICIES)
     if policy == "auto":
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def cpu_supports_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports native bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` flags; Linux)."""
+    try:
+        flags = set(Path(cpuinfo).read_text(errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The dtype policy in force, why, and the training rates (images/s) the probe measured (``{}`` if none)."""
+
+    policy: str
+    reason: str
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """For a run's settings or metrics."""
+        return {"precision": self.policy, "precision_reason": self.reason, "precision_rates": dict(self.rates)}
+
+
+def _training_rate(build: Callable[..., keras.Model], settings: dict[str, Any], batch: tuple, loss: Any, steps: int) -> float:
+    """Images/s of ``steps`` training steps on ``batch`` (after one untimed step) of a model built now."""
+    model = build(**settings)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+    images, targets = (np.asarray(part) for part in batch)
+    model.train_on_batch(images, targets)  # traces the step
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, targets)
+    return steps * len(images) / (time.perf_counter() - started)
+
+
+def choose_precision(
+    precision: str,
+    build: Callable[..., keras.Model],
+    settings: dict[str, Any],
+    batch: tuple,
+    loss: Any,
+    steps: int = 3,
+    margin: float = 1.15,
+) -> PrecisionChoice:
+    """Set the dtype policy for the model ``build(**settings)`` trained on batches like ``batch``.
+
+    An explicit ``precision`` wins. ``auto``: mixed_float16 on a GPU; on a CPU without bfloat16
+    support, float32; on a CPU with it, a probe trains the actual model on ``batch`` for ``steps``
+    steps under float32 and under mixed_bfloat16, in this process, and keeps mixed_bfloat16 only
+    if it is at least ``margin`` times faster (depthwise convolutions, e.g. MobileNet, are slower in
+    bfloat16 on such CPUs). Call before building the model that will be trained.
+    """
+    checks.choice("precision policy", precision, POLICIES)
+    steps = checks.positive_int("steps", steps)
+    if precision != "auto":
+        return PrecisionChoice(configure_precision(precision), "asked for")
+    if tf.config.list_physical_devices("GPU"):
+        return PrecisionChoice(configure_precision("mixed_float16"), "auto: a GPU is visible")
+    if not cpu_supports_bfloat16():
+        return PrecisionChoice(configure_precision("float32"), "auto: this CPU reports no bfloat16 support")
+    rates = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        rates[policy] = _training_rate(build, settings, batch, loss, steps)
+    chosen = "mixed_bfloat16" if rates["mixed_bfloat16"] >= margin * rates["float32"] else "float32"
+    ratio = rates["mixed_bfloat16"] / rates["float32"]
+    reason = f"auto: probe of {steps} training steps, bfloat16 {ratio:.2f}x float32 (kept if >= {margin:g}x)"
+    return PrecisionChoice(configure_precision(chosen), reason, rates)
 
 
 def device_summary() -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from helpers.core import rle
 
-__all__ = ["baseline_mask2rle", "baseline_rle2mask", "realistic_masks", "time_rle"]
+__all__ = ["MIXES", "baseline_mask2rle", "baseline_rle2mask", "benchmark_masks", "large_area_masks", "realistic_masks", "time_rle"]
 
 
 def baseline_mask2rle(mask: np.ndarray) -> str:
@@ -57,6 +57,36 @@ def realistic_masks(n: int, shape: tuple[int, int] = (256, 1600), seed: int = 0)
                 cv2.ellipse(mask, center, (int(axis_a), int(min(axis_b, height / 2))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
         masks.append(mask)
     return masks
+
+
+def large_area_masks(n: int, shape: tuple[int, int] = (256, 1600), seed: int = 0, max_size: tuple[int, int] = (80, 300)) -> list[np.ndarray]:
+    """``n`` uint8 ``(H, W)`` masks of 1-5 axis-aligned rectangles up to ``max_size = (h, w)``, like Severstal's class 3 patches.
+
+    Large areas mean long runs: one per column a rectangle covers.
+    """
+    height, width = rle.validate_shape(shape)
+    max_h, max_w = min(max_size[0], height), min(max_size[1], width)
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(n):
+        mask = np.zeros((height, width), np.uint8)
+        for _ in range(rng.integers(1, 6)):
+            h, w = int(rng.integers(max(1, max_h // 4), max_h + 1)), int(rng.integers(max(1, max_w // 4), max_w + 1))
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            mask[top:top + h, left:left + w] = 1
+        masks.append(mask)
+    return masks
+
+
+MIXES = {"small defects": realistic_masks, "large areas": large_area_masks}
+"""The two benchmark mixes: irregular blobs of realistic defect sizes, and large rectangular patches."""
+
+
+def benchmark_masks(mix: str, n: int, shape: tuple[int, int] = (256, 1600), seed: int = 0) -> list[np.ndarray]:
+    """``n`` masks of one of :data:`MIXES`."""
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {list(MIXES)}, got {mix!r}")
+    return MIXES[mix](n, shape, seed=seed)
 
 
 def _best_rate(function, items, repeats: int) -> float:
