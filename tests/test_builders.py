@@ -216,6 +216,7 @@ def test_none_sizes_are_allowed_except_for_pspnet():
 
 
 # ------------------------------------------------------------------ UNet++ deep supervision
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_unetpp_deep_supervision_outputs_and_average():
     images = _grey()
     small = {"classes": 2, "decoder_filters": (32, 16, 16, 8, 8)}
@@ -410,6 +411,7 @@ def test_classifier_encoder_into_each_arch(classifier, arch, shape):
     assert _max_diff(after, source) == 0.0 and _max_diff(before, source) > 0.01
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_copy_between_different_encoders_raises_and_copies_nothing(classifier):
     resnet34 = builders.build_segmenter("unet", "resnet34", SHAPE)
     before = [w.copy() for w in resnet34.get_weights()]
@@ -428,6 +430,7 @@ def test_copy_between_different_encoders_raises_and_copies_nothing(classifier):
         builders.copy_encoder_weights(rgb_classifier, builders.build_segmenter("unet", "resnet18", SHAPE), "resnet18")
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_save_and_load_encoder_weights(classifier, tmp_path):
     path = tmp_path / "encoder.h5"
     saved = builders.save_encoder_weights(classifier, path, "resnet18")

@@ -129,6 +129,7 @@ def test_quantised_models_are_smaller(tiny, images):
 
 
 @pytest.mark.parametrize("arch", [*ARCHITECTURES, "classifier"])
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_every_architecture_converts_in_float32_and_int8(arch):
     keras.utils.set_random_seed(0)
     side = 48 if arch == "pspnet" else 64

@@ -192,6 +192,7 @@ def test_main_returns_1_with_the_message_on_errors(tflite_model, tmp_path, capsy
     assert "error: image folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_command_line_entry_writes_submission_and_overlays(tflite_model, images_dir, tmp_path):
     command = [sys.executable, "-m", "helpers.deploy.predict", str(tflite_model), str(images_dir), str(tmp_path / "out"),
                "--threshold", "0.5", "--min-area", "0", "0", "--batch-size", "3", "--threads", "1"]

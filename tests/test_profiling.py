@@ -63,6 +63,7 @@ def test_rates_refuse_bad_step_counts(tiny_model, steps, warmup):
         profiling.step_rate(tiny_model, images, masks, steps=steps, warmup=warmup)
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_peak_training_memory_of_a_small_unet():
     settings = {"arch": "unet", "backbone": "resnet18", "classes": 2, "input_shape": (None, None, 1)}
     result = profiling.peak_training_memory(settings, batch_size=2, image_size=(64, 64), steps=1)
@@ -71,6 +72,7 @@ def test_peak_training_memory_of_a_small_unet():
     assert result["training_mib"] == pytest.approx(result["peak_mib"] - result["after_import_mib"])
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_peak_training_memory_reports_the_childs_error():
     with pytest.raises(RuntimeError, match="unknown arch"):
         profiling.peak_training_memory({"arch": "segnet", "backbone": "resnet18"}, batch_size=1, image_size=(32, 32), steps=1)
@@ -81,3 +83,12 @@ def test_peak_training_memory_checks_arguments(kwargs):
     arguments = {"batch_size": 1, "image_size": (32, 32), "steps": 1, **kwargs}
     with pytest.raises(ValueError):
         profiling.peak_training_memory({"arch": "unet", "backbone": "resnet18"}, **arguments)
+
+
+def test_precision_rates_train_the_model_under_each_policy_and_restore_float32():
+    from helpers.modeling import builders
+
+    settings = dict(backbone="mobilenet", input_shape=(32, 32, 1), n_outputs=2, alpha=0.25)
+    rates = profiling.precision_rates(builders.build_classifier, settings, batch_size=2, image_size=(32, 32), steps=1)
+    assert set(rates) == {"float32", "mixed_bfloat16"} and min(rates.values()) > 0
+    assert keras.mixed_precision.global_policy().name == "float32"

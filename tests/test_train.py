@@ -191,6 +191,7 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_training_resumes_after_a_kill_without_losing_epochs(tmp_path):
     killed = run_script(TRAIN_SCRIPT, str(tmp_path), "2")
     assert killed.returncode == 3, killed.stderr[-2000:]
@@ -316,6 +317,7 @@ def killed_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_a_sigkill_at_any_commit_point_loses_and_duplicates_no_epoch(point, killed_runs):
     _, reference, ref_dir = killed_runs["reference"]
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -355,6 +357,7 @@ print("replicas", strategy.num_replicas_in_sync, "loss", history.history["loss"]
 """
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_mirrored_strategy_on_two_logical_cpus():
     result = run_script(MIRROR_SCRIPT)
     assert result.returncode == 0, result.stderr[-2000:]

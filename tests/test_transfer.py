@@ -116,6 +116,7 @@ def test_a_recipe_records_json_values_and_only_the_weight_files_its_init_reads()
 
 @pytest.mark.parametrize("task, score, crop", [("classification", "f1", None), ("segmentation", "miou", None),
                                                ("segmentation", "miou", (32, 32))])
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tiny_dataset, tmp_path):
     root, wide, folds = tiny_dataset
     ids = list(wide.index) if task == "classification" else list(wide.index[radiographs.defect_labels(wide) == 1])
@@ -140,6 +141,7 @@ def test_run_fold_refuses_crops_for_classification(tiny_dataset, tmp_path):
                           transfer.FoldRecipe(crop_size=(16, 16), options={"alpha": 0.25}))
 
 
+@pytest.mark.slow  # in the full suite, not the fast tier
 def test_cross_validate_runs_each_combination_once_then_resumes(tiny_dataset, tmp_path, monkeypatch):
     root, wide, folds = tiny_dataset
     settings = {**vars(TINY), "epochs": 1}

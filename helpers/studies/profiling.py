@@ -6,6 +6,8 @@
   ``fit_rate / step_rate`` near 1 means the input pipeline keeps the model busy.
 - :func:`training_rates`: the pipeline alone, the step alone and both together, interleaved over
   a few rounds (best of each), with the two ratios that say whether the input keeps up.
+- :func:`precision_rates`: :func:`step_rate` of the same model built under each dtype policy
+  (float32, mixed_bfloat16, ...), one after the other in this process.
 - :func:`peak_training_memory`: peak resident memory of a fresh process that builds a model and
   trains a few steps on random batches (so nothing else the caller holds is counted).
 
@@ -26,7 +28,7 @@ from helpers.core import checks
 from helpers.data import pipeline
 from helpers.backend import keras, tf
 
-__all__ = ["fit_rate", "peak_training_memory", "step_rate", "training_rates"]
+__all__ = ["fit_rate", "peak_training_memory", "precision_rates", "step_rate", "training_rates"]
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -65,6 +67,39 @@ def step_rate(model: keras.Model, images: np.ndarray, masks: np.ndarray, steps: 
 def fit_rate(model: keras.Model, dataset: tf.data.Dataset, steps: int = 10, warmup: int = 2) -> float:
     """Training images/s of a compiled ``model`` fed by ``dataset`` (batches ``(images, masks)``), end to end."""
     return _timed_fit(model, dataset, steps, warmup)
+
+
+def precision_rates(
+    build: Any,
+    settings: Mapping[str, Any],
+    batch_size: int,
+    image_size: Sequence[int],
+    loss: Any = "binary_crossentropy",
+    policies: Sequence[str] = ("float32", "mixed_bfloat16"),
+    steps: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Training images/s of ``build(**settings)`` under each dtype policy, on one random batch held in memory.
+
+    ``image_size = (H, W)`` of the grey input; targets: random 0/1 of the model's output shape.
+    Each policy builds and compiles its own model (Adam, ``loss``); the global policy is float32 again afterwards.
+    """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    height, width = checks.size("image_size", image_size)
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, height, width, 1)).astype(np.float32)
+    rates = {}
+    try:
+        for policy in policies:
+            keras.mixed_precision.set_global_policy(policy)
+            model = build(**settings)
+            model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+            shape = model.compute_output_shape((batch_size, height, width, 1))
+            targets = (rng.random(tuple(shape)) < 0.5).astype(np.float32)
+            rates[policy] = step_rate(model, images, targets, steps=steps)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return rates
 
 
 def training_rates(model: keras.Model, dataset: tf.data.Dataset, steps: int = 10, rounds: int = 2) -> dict[str, float]:
