@@ -85,10 +85,13 @@ def test_peak_training_memory_checks_arguments(kwargs):
         profiling.peak_training_memory({"arch": "unet", "backbone": "resnet18"}, **arguments)
 
 
-def test_precision_rates_train_the_model_under_each_policy_and_restore_float32():
-    from helpers.modeling import builders
+def _tiny_segmenter(filters: int) -> keras.Model:
+    inputs = keras.Input((16, 16, 1))
+    hidden = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="sigmoid", dtype="float32")(hidden))
 
-    settings = dict(backbone="mobilenet", input_shape=(32, 32, 1), n_outputs=2, alpha=0.25)
-    rates = profiling.precision_rates(builders.build_classifier, settings, batch_size=2, image_size=(32, 32), steps=1)
+
+def test_precision_rates_train_the_model_under_each_policy_and_restore_float32():
+    rates = profiling.precision_rates(_tiny_segmenter, {"filters": 4}, batch_size=2, image_size=(16, 16), steps=1)
     assert set(rates) == {"float32", "mixed_bfloat16"} and min(rates.values()) > 0
     assert keras.mixed_precision.global_policy().name == "float32"

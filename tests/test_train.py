@@ -450,6 +450,22 @@ def test_auto_without_bfloat16_support_is_float32_without_a_probe(float32_after,
     assert (choice.policy, choice.rates) == ("float32", {}) and "no bfloat16" in choice.reason
 
 
+@pytest.mark.parametrize("planned, probed", [(40, False), (99, False), (100, True), (None, True)])
+def test_auto_probes_only_runs_long_enough_to_repay_the_probe(float32_after, monkeypatch, planned, probed):
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: True)
+    measured = iter([10.0, 25.0])
+    monkeypatch.setattr(train, "_training_rate", lambda *a, **k: next(measured))
+    choice = train.choose_precision("auto", _tiny_classifier, {}, BATCH, "mse", planned_steps=planned)
+    assert choice.policy == ("mixed_bfloat16" if probed else "float32")
+    assert bool(choice.rates) is probed and ("too few" in choice.reason) is not probed
+
+
+def test_planned_steps_must_be_positive():
+    with pytest.raises(ValueError, match="planned_steps"):
+        train.choose_precision("float32", _tiny_classifier, {}, BATCH, "mse", planned_steps=0)
+
+
 def test_the_probe_trains_the_model_under_both_policies(float32_after, monkeypatch):
     monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
     monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: True)

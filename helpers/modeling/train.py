@@ -285,6 +285,8 @@ def choose_precision(
     loss: Any,
     steps: int = 3,
     margin: float = 1.15,
+    planned_steps: int | None = None,
+    min_planned_steps: int = 100,
 ) -> PrecisionChoice:
     """Set the dtype policy for the model ``build(**settings)`` trained on batches like ``batch``.
 
@@ -292,16 +294,23 @@ def choose_precision(
     support, float32; on a CPU with it, a probe trains the actual model on ``batch`` for ``steps``
     steps under float32 and under mixed_bfloat16, in this process, and keeps mixed_bfloat16 only
     if it is at least ``margin`` times faster (depthwise convolutions, e.g. MobileNet, are slower in
-    bfloat16 on such CPUs). Call before building the model that will be trained.
+    bfloat16 on such CPUs). A run of fewer than ``min_planned_steps`` ``planned_steps`` cannot repay
+    the probe (two builds and traces): float32, unprobed. Call before building the model to train.
     """
     checks.choice("precision policy", precision, POLICIES)
     steps = checks.positive_int("steps", steps)
+    if planned_steps is not None:
+        planned_steps = checks.positive_int("planned_steps", planned_steps)
     if precision != "auto":
         return PrecisionChoice(configure_precision(precision), "asked for")
     if tf.config.list_physical_devices("GPU"):
         return PrecisionChoice(configure_precision("mixed_float16"), "auto: a GPU is visible")
     if not cpu_supports_bfloat16():
         return PrecisionChoice(configure_precision("float32"), "auto: this CPU reports no bfloat16 support")
+    if planned_steps is not None and planned_steps < min_planned_steps:
+        return PrecisionChoice(configure_precision("float32"),
+                               f"auto: {planned_steps} training steps are too few to repay a bfloat16 probe "
+                               f"(probed from {min_planned_steps})")
     rates = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
