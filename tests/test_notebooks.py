@@ -143,6 +143,35 @@ def test_weak_supervision_on_a_multi_class_dataset(tmp_path):
     assert (run_dir / "figures" / "weak_dataset_pseudo_masks.png").stat().st_size > 5000
 
 
+@pytest.mark.notebooks
+def test_pretraining_on_a_patient_subset_starting_from_given_encoder_weights(tmp_path):
+    # a chest folder of the chest-xray-large layout: 8 patients, 2 images each; 05 keeps 3 of the 7 training patients
+    import numpy as np
+    from PIL import Image
+
+    from helpers.modeling import builders
+
+    findings = ["No finding", "Pneumonia (bacterial)", "Pneumonia (viral)", "COVID-19"]
+    rows = []
+    for k in range(16):
+        name = f"images/kermany_person{k // 2}_{k}.jpg"
+        pixels = (np.add.outer(np.arange(64), np.arange(64)) * (k + 1)) % 256
+        (tmp_path / "chests" / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "chests" / name)
+        rows.append(f"{name},kermany,{findings[k % 4]},,,,,kermany:person{k // 2}")
+    (tmp_path / "chests" / "metadata.csv").write_text("path,source,finding,view,sex,age,license,patient\n" + "\n".join(rows) + "\n")
+    start = builders.build_classifier("mobilenet", input_shape=(64, 64, 1), n_outputs=2, alpha=0.25)
+    saved = builders.save_encoder_weights(start, tmp_path / "start.h5", "mobilenet")
+    run_dir = run.run_notebooks("smoke", only=["05"], run_name="subset", root=tmp_path, outputs_root=tmp_path / "outputs",
+                                overrides={"corpus": "chest-xray", "data_dir": str(tmp_path / "chests"), "val_fraction": 0.125,
+                                           "train_patients": 3, "encoder_weights": str(tmp_path / "start.h5")},
+                                progress=False)
+    manifest = json.loads((run_dir / "metrics" / "05_pretrain_radiographs.json").read_text())
+    assert (manifest["train_groups"], manifest["n_train"], manifest["n_val"]) == (3, 6, 2)
+    assert manifest["encoder_start"] == str(tmp_path / "start.h5") and saved > 0
+    assert manifest["labels"] == ["No Finding", "COVID-19", "Pneumonia", "Pneumonia (bacterial)", "Pneumonia (viral)"]
+
+
 def _fake_competition(folder: Path, layout: str) -> list[tuple[str, int]]:
     """A tiny Severstal competition folder (train.csv + sample_submission.csv in one of Kaggle's layouts).
 

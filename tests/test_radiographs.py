@@ -224,11 +224,13 @@ def chest_folder(tmp_path: Path) -> Path:
 def test_read_chest_xray(chest_folder):
     table = radiographs.read_chest_xray(chest_folder)
     assert len(table) == 7 and "images/ieee8023_covid-19-pneumonia-7-L.png" not in " ".join(table["path"])
-    assert radiographs.finding_columns(table) == ["No Finding", "COVID-19", "SARS", "Legionella"]
-    labels = table[radiographs.finding_columns(table)].to_numpy()
+    columns = ["No Finding", "COVID-19", "SARS", "Pneumonia", "Pneumonia (viral)", "Legionella"]
+    assert radiographs.finding_columns(table) == columns
+    labels = table[columns].to_numpy()
     unknown = table["path"].str.endswith("COVID-00003a.png").to_numpy()
     assert np.isnan(labels[unknown]).all() and not np.isnan(labels[~unknown]).any()
-    assert (labels[~unknown].sum(axis=1) == 1).all()  # one positive per row
+    expected_positives = {"COVID-19": 3, "SARS": 3, "No Finding": 1, "No finding": 1, "Legionella": 1}
+    assert labels[~unknown].sum(axis=1).tolist() == [expected_positives[row[2]] for row in CHEST if row[2] and row[3] != "L"]
     assert table.loc[table["path"].str.endswith("COVID-00023.png"), "No Finding"].item() == 1.0
     assert table.loc[table["path"].str.contains("actualmed"), "No Finding"].item() == 1.0
     assert table["view"].tolist() == ["Frontal", "Frontal", "Frontal", "Unknown", "Frontal", "Frontal", "Frontal"]
@@ -237,6 +239,26 @@ def test_read_chest_xray(chest_folder):
     assert table["group"].iloc[0] == table["group"].iloc[1] == "ieee8023_auntminnie-2020_01_28_x"
     lateral = radiographs.read_chest_xray(chest_folder, frontal_only=False)
     assert len(lateral) == 8 and lateral["view"].iloc[2] == "Lateral"
+
+
+@pytest.mark.parametrize(
+    "finding, expected",
+    [  # columns: Pneumonia, Pneumonia (bacterial), Pneumonia (viral), COVID-19, No Finding
+        ("COVID-19", [1, 0, 1, 1, 0]),
+        ("Pneumonia (viral)", [1, 0, 1, np.nan, 0]),  # a viral pneumonia of unknown virus
+        ("Pneumonia (bacterial)", [1, 1, 0, 0, 0]),
+        ("Pneumonia", [1, np.nan, np.nan, np.nan, 0]),  # cause unknown: no subtype is learnt from it
+        ("No finding", [0, 0, 0, 0, 1]),
+        ("", [np.nan] * 5),
+    ],
+)
+def test_a_chest_finding_implies_the_broader_ones_and_leaves_the_narrower_unknown(tmp_path, finding, expected):
+    findings = ["COVID-19", "Pneumonia (viral)", "Pneumonia (bacterial)", "Pneumonia", "No finding", ""]
+    lines = ["path,source,finding,view,sex,age,license"] + [f"images/kermany_{k}.jpg,kermany,{f},,,," for k, f in enumerate(findings)]
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    table = radiographs.read_chest_xray(tmp_path, check_files=False)
+    row = table.loc[findings.index(finding), ["Pneumonia", "Pneumonia (bacterial)", "Pneumonia (viral)", "COVID-19", "No Finding"]]
+    np.testing.assert_array_equal(row.to_numpy(np.float64), np.array(expected, np.float64))
 
 
 def test_read_chest_xray_checks_files(chest_folder):
@@ -381,7 +403,7 @@ def test_pretraining_corpus_chexpert_without_valid_splits_by_patient(tmp_path):
 
 def test_pretraining_corpus_chest_xray_splits_by_case(chest_folder):
     train, val, columns = radiographs.pretraining_corpus("chest-xray", chest_folder, val_fraction=0.3, seed=0)
-    assert columns == ["No Finding", "COVID-19", "SARS", "Legionella"]
+    assert columns == ["No Finding", "COVID-19", "SARS", "Pneumonia", "Pneumonia (viral)", "Legionella"]
     assert len(train) + len(val) == 7 and not set(train["group"]) & set(val["group"])
 
 

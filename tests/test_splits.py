@@ -231,3 +231,22 @@ def test_group_kfold_errors():
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_nested_group_subsets_keep_whole_groups_and_grow_by_adding():
+    groups = pd.Series([f"p{k // 3}" for k in range(30)], index=[f"img{k:02d}" for k in reversed(range(30))])
+    subsets = {n: splits.nested_group_subset(groups, n, seed=4) for n in (1, 4, 7, 10)}
+    for n, kept in subsets.items():
+        assert kept.index.equals(groups.index) and groups[kept].nunique() == n
+        assert not set(groups[kept]) & set(groups[~kept])  # a group is wholly in or out
+    for small, large in [(1, 4), (4, 7), (7, 10)]:
+        assert set(groups[subsets[small]]) <= set(groups[subsets[large]])
+    assert subsets[10].all()
+    assert not splits.nested_group_subset(groups, 4, seed=5).equals(subsets[4])  # the seed draws the order
+
+
+@pytest.mark.parametrize("n_groups", [0, 11, 2.5])
+def test_nested_group_subset_refuses_impossible_sizes(n_groups):
+    groups = pd.Series([f"p{k // 3}" for k in range(30)], index=[f"img{k:02d}" for k in range(30)])
+    with pytest.raises(ValueError, match=r"n_groups must be an integer in 1\.\.10"):
+        splits.nested_group_subset(groups, n_groups)

@@ -36,6 +36,7 @@ from helpers.data import eda, splits
 
 __all__ = [
     "CHEST_XRAY_FINDINGS",
+    "CHEST_XRAY_PARENTS",
     "CHEXPERT_COLUMNS",
     "CHEXPERT_FINDINGS",
     "LABEL_POLICIES",
@@ -100,7 +101,18 @@ CHEST_XRAY_FINDINGS: tuple[str, ...] = (
     "Pneumocystis",
     "Streptococcus",
     "Pneumonia",
+    "Pneumonia (bacterial)",
+    "Pneumonia (viral)",
 )
+# finding -> the broader finding it implies (a bacterial pneumonia is a pneumonia, COVID-19 a viral one)
+CHEST_XRAY_PARENTS: dict[str, str] = {
+    "COVID-19": "Pneumonia (viral)",
+    "SARS": "Pneumonia (viral)",
+    "Streptococcus": "Pneumonia (bacterial)",
+    "Pneumocystis": "Pneumonia",
+    "Pneumonia (bacterial)": "Pneumonia",
+    "Pneumonia (viral)": "Pneumonia",
+}
 RIAWELC_CLASSES: dict[str, str] = {"CR": "crack", "LP": "lack of penetration", "ND": "no defect", "PO": "porosity"}
 
 PathLike = str | os.PathLike
@@ -245,6 +257,27 @@ def _one_hot(findings: list[list[str]], known: Sequence[str], index: pd.Index) -
     for row, names in enumerate(findings):
         values[row, [position[f] for f in names]] = 1.0
     return pd.DataFrame(values, columns=order, index=index)
+
+
+def _ancestors(finding: str, parents: dict[str, str]) -> list[str]:
+    chain = []
+    while finding in parents and parents[finding] not in chain:
+        finding = parents[finding]
+        chain.append(finding)
+    return chain
+
+
+def _hierarchical_labels(findings: Sequence[str], known: Sequence[str], parents: dict[str, str],
+                         index: pd.Index) -> pd.DataFrame:
+    """One finding per row (``""`` = unknown) as 0/1 columns: the finding and every finding it implies
+    (``parents``) are 1; the narrower findings under it are unknown (NaN: a "Pneumonia" of unknown
+    cause is neither bacterial nor viral for the loss); a blank row is NaN throughout."""
+    labels = _one_hot([[f, *_ancestors(f, parents)] if f else [] for f in findings], known, index)
+    for column in labels.columns:
+        for broader in _ancestors(column, parents):
+            labels.loc[np.asarray(findings) == broader, column] = np.nan
+    labels.loc[np.asarray(findings) == ""] = np.nan
+    return labels
 
 
 def _finish(meta: dict[str, object], labels: pd.DataFrame, frontal_only: bool, check_files: bool) -> pd.DataFrame:
@@ -399,8 +432,9 @@ def read_chest_xray(folder: PathLike, frontal_only: bool = True, check_files: bo
     """Read the chest X-ray collection: ``folder/metadata.csv`` (``path,source,finding,view,sex,age``).
 
     One 0/1 column per finding (:data:`CHEST_XRAY_FINDINGS` order, unknown findings sorted
-    after; ``No finding``/``No Finding`` are one), one positive per row; a blank finding is
-    unknown: NaN in every label column (masked out). ``view`` ``L`` is lateral (dropped by
+    after; ``No finding``/``No Finding`` are one), one finding per row; that finding implies the
+    broader ones of :data:`CHEST_XRAY_PARENTS` (COVID-19 -> viral pneumonia -> pneumonia), and the
+    narrower ones under it are unknown (NaN); a blank finding is NaN in every column (masked out). ``view`` ``L`` is lateral (dropped by
     ``frontal_only``), ``PA``/``AP ...`` frontal, blank ``Unknown`` (kept). Age text such as
     ``50+`` or ``early 40s`` gives its first number.
 
@@ -425,8 +459,7 @@ def read_chest_xray(folder: PathLike, frontal_only: bool = True, check_files: bo
     spelling = {f.lower(): f for f in CHEST_XRAY_FINDINGS}
     finding = raw["finding"].str.strip()
     finding = finding.map(lambda f: spelling.get(f.lower(), f))
-    labels = _one_hot([[f] if f else [] for f in finding], CHEST_XRAY_FINDINGS, raw.index)
-    labels.loc[(finding == "").to_numpy()] = np.nan
+    labels = _hierarchical_labels(finding.tolist(), CHEST_XRAY_FINDINGS, CHEST_XRAY_PARENTS, raw.index)
     group = raw["path"].map(chest_xray_group)
     if "patient" in raw.columns:
         patient = raw["patient"].fillna("").str.strip()

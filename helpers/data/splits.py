@@ -7,7 +7,8 @@
 - :func:`from_splits_csv`: the split recorded in ``splits.csv`` (converters write it);
 - :func:`train_val_ids`: one entry point choosing among them (``strategy``);
 - :func:`group_kfold`: k folds by group (optionally stratified), for cross-validation;
-- :func:`check_groups`: raise if a group has images in two splits.
+- :func:`check_groups`: raise if a group has images in two splits;
+- :func:`nested_group_subset`: the first ``n`` groups of one seeded order (nested as ``n`` grows).
 
 Splits are Series indexed by ImageId holding the split name (``"train"`` / ``"val"``).
 Every choice depends only on the sorted ImageIds (and groups) and ``seed``.
@@ -37,6 +38,7 @@ __all__ = [
     "group_kfold",
     "group_split",
     "merge_rare",
+    "nested_group_subset",
     "split_groups",
     "stratified_split",
     "train_val_ids",
@@ -167,6 +169,19 @@ def group_split(groups: pd.Series, val_fraction: float = 0.2, seed: int = 0) -> 
     split = groups.map(split_of).rename("split")
     check_groups(split, groups)
     return split
+
+
+def nested_group_subset(groups: pd.Series, n_groups: int, seed: int = 0) -> pd.Series:
+    """Boolean Series (index of ``groups``): rows of the first ``n_groups`` groups of one seeded order.
+
+    The order depends only on the sorted group ids and ``seed``, so for one seed the subsets are
+    nested (every group of a smaller subset is in each larger one): a corpus-size curve.
+    """
+    names = _series("groups", groups).reindex(groups.index)
+    unique = np.array(sorted(names.unique()))
+    n_groups = checks.integer("n_groups", n_groups, low=1, high=len(unique))
+    order = np.random.default_rng(checks.seed("seed", seed)).permutation(len(unique))
+    return names.isin(set(unique[order[:n_groups]])).rename("kept")
 
 
 def check_groups(split: pd.Series, groups: pd.Series) -> None:
