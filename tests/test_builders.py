@@ -136,6 +136,7 @@ BACKBONE_CASES = [
     ("efficientnetb2", {}),
     ("efficientnetb3", {}),
     ("mobilenet", {"alpha": 0.25}),
+    ("mobilenetv2", {"alpha": 0.35}),
 ]
 
 
@@ -257,7 +258,7 @@ def test_input_stem_reproduces_the_library_preprocessing(backbone):
 
 
 # ------------------------------------------------------------------ the exact grey fold
-FOLD_CASES = [("resnet18", {}), ("efficientnetb0", {}), ("mobilenet", {})]  # sm.Unet cannot pass alpha: 1.0 here
+FOLD_CASES = [("resnet18", {}), ("efficientnetb0", {}), ("mobilenet", {}), ("mobilenetv2", {})]  # sm.Unet cannot pass alpha: 1.0 here
 
 
 @pytest.mark.parametrize(("backbone", "options"), FOLD_CASES)
@@ -346,6 +347,35 @@ def test_official_names_and_checksums_match_the_libraries():
     assert builders.official_weights_file("mobilenet", (128, 128, 1), alpha=0.5).name == "mobilenet_5_0_128_tf_no_top.h5"
     with pytest.raises(ValueError, match="alpha in"):
         builders.official_weights_file("mobilenet", alpha=0.3)
+
+
+@pytest.mark.parametrize(
+    "shape, alpha, name",
+    [
+        ((224, 224, 1), 1.0, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        ((None, None, 1), 1.0, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        ((96, 96, 1), 0.35, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"),
+        ((128, 256, 1), 1.4, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.4_224_no_top.h5"),
+    ],
+)
+def test_official_mobilenetv2_file_follows_keras_applications(shape, alpha, name):
+    official = builders.official_weights_file("mobilenetv2", shape, alpha=alpha)
+    assert (official.name, official.checksum) == (name, None)  # keras-applications publishes no checksum for it
+
+
+def test_mobilenetv2_refuses_a_width_without_imagenet_weights():
+    with pytest.raises(ValueError, match=r"mobilenetv2 ImageNet weights exist for alpha in \[0\.35, 0\.5, 0\.75, 1\.0, 1\.3, 1\.4\]"):
+        builders.official_weights_file("mobilenetv2", alpha=0.25)
+    with pytest.raises(ValueError, match="unknown keyword argument"):
+        builders.build_backbone("mobilenetv2", depth_multiplier=2)
+
+
+@pytest.mark.parametrize(("arch", "shape"), ARCH_CASES)
+def test_each_arch_on_mobilenetv2(arch, shape):
+    model = builders.build_segmenter(arch, "mobilenetv2", shape, classes=2, alpha=0.35)
+    out = np.asarray(model(_grey(shape), training=False))
+    assert out.shape == (2, shape[0], shape[1], 2) and np.all((out >= 0) & (out <= 1))
+    assert model.get_layer("Conv1").kernel.shape == (3, 3, 3, 16)  # alpha 0.35: 32 * 0.35 rounded to 8
 
 
 def test_encoder_weights_path_must_exist(tmp_path):

@@ -8,7 +8,7 @@ Input contract (all models built here)
     1x1 convolution ``input_stem`` that maps the C input channels to the 3 channels the backbone
     expects, already normalised the way the backbone's library does it (:data:`PREPROCESSING`):
     resnets take raw ``[0, 255]`` (their ``bn_data`` layer normalises), efficientnets
-    ``(x / 255 - mean) / std`` (ImageNet "torch" mode), mobilenet ``x / 127.5 - 1`` ("tf" mode).
+    ``(x / 255 - mean) / std`` (ImageNet "torch" mode), the mobilenets ``x / 127.5 - 1`` ("tf" mode).
 
 Grey fold (how a 1-channel model reuses RGB ImageNet weights exactly)
     A grey image ``g`` repeated over 3 channels and preprocessed is ``x_c = a_c * g + b_c`` per
@@ -19,7 +19,7 @@ Grey fold (how a 1-channel model reuses RGB ImageNet weights exactly)
     exact: the zero padding after ``bn_data`` (resnets) or after the channel-wise normalisation
     (efficientnets) pads each channel with 0, i.e. with a *different grey level per channel*, so the
     border outputs would need a per-channel constant that a 1-channel convolution has no way to
-    carry. Only mobilenet ("tf" mode, the same shift for all channels) could be folded natively.
+    carry. Only the mobilenets ("tf" mode, the same shift for all channels) could be folded natively.
     The price is 3 instead of 1 input channels in the first convolution (a few % of the FLOPs).
     :func:`fold_to_grey` does the same to an existing 3-channel model (e.g. a plain ``sm.Unet``).
 
@@ -111,7 +111,7 @@ class BackboneSpec:
     ``output_layer``: deepest encoder layer (stride 32); ``first_layers``: the layers that see the
     normalised RGB pixels, in order; ``preprocessing``: key of :data:`PREPROCESSING` (the
     library's ``preprocess_input``); ``weights_file``: official no-top ImageNet file name
-    (mobilenet: a template with ``{alpha}`` and ``{rows}``); ``options``: extra keyword arguments
+    (the mobilenets: a template with ``{alpha}`` and ``{rows}``); ``options``: extra keyword arguments
     the backbone builder takes, with their defaults.
     """
 
@@ -162,6 +162,14 @@ BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType(
             weights_file="mobilenet_{alpha}_{rows}_tf_no_top.h5",
             options=MappingProxyType({"alpha": 1.0, "depth_multiplier": 1}),
         ),
+        "mobilenetv2": BackboneSpec(
+            library="keras_applications",
+            output_layer="out_relu",
+            first_layers=("Conv1",),  # zero padding ((0, 1), (0, 1)) as Conv1_pad, Conv1 3x3/2
+            preprocessing="tf",
+            weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5",
+            options=MappingProxyType({"alpha": 1.0}),
+        ),
     }
 )
 """Supported backbones (segmentation-models names)."""
@@ -183,6 +191,8 @@ PREPROCESSING: Mapping[str, tuple[tuple[float, float, float], tuple[float, float
 
 _MOBILENET_ALPHAS = MappingProxyType({0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"})
 _MOBILENET_ROWS = (128, 160, 192, 224)
+_MOBILENETV2_ALPHAS = MappingProxyType({0.35: "0.35", 0.5: "0.5", 0.75: "0.75", 1.0: "1.0", 1.3: "1.3", 1.4: "1.4"})
+_MOBILENETV2_ROWS = (96, 128, 160, 192, 224)
 
 ARCHITECTURES: tuple[str, ...] = ("unet", "linknet", "fpn", "pspnet", "unetpp")
 
@@ -317,22 +327,25 @@ def official_weights_file(
 ) -> weight_files.WeightsFile:
     """Name and checksum of the official no-top ImageNet file the library would download.
 
-    ``input_shape`` ``(H, W, C)`` matters for mobilenet only (like keras_applications: square
-    H = W in 128/160/192/224 picks that size, anything else 224); ``alpha`` for mobilenet.
+    ``input_shape`` ``(H, W, C)`` matters for the mobilenets only (like keras_applications: square
+    H = W in 128/160/192/224 -- v2 also 96 -- picks that size, anything else 224); so does ``alpha``.
     """
     spec = _spec(backbone)
     _, options = _split_options(None, backbone, backbone_options)
     name = spec.weights_file
-    if backbone == "mobilenet":
-        alpha, depth_multiplier = options["alpha"], options["depth_multiplier"]
-        if alpha not in _MOBILENET_ALPHAS or depth_multiplier != 1:
+    if backbone in ("mobilenet", "mobilenetv2"):
+        alphas, all_rows = ((_MOBILENET_ALPHAS, _MOBILENET_ROWS) if backbone == "mobilenet"
+                            else (_MOBILENETV2_ALPHAS, _MOBILENETV2_ROWS))
+        alpha, depth_multiplier = options["alpha"], options.get("depth_multiplier", 1)
+        if alpha not in alphas or depth_multiplier != 1:
             raise ValueError(
-                f"mobilenet ImageNet weights exist for alpha in {sorted(_MOBILENET_ALPHAS)} and depth_multiplier=1; "
-                f"got alpha={alpha!r}, depth_multiplier={depth_multiplier!r}"
+                f"{backbone} ImageNet weights exist for alpha in {sorted(alphas)}"
+                f"{' and depth_multiplier=1' if backbone == 'mobilenet' else ''}; "
+                f"got alpha={alpha!r}" + (f", depth_multiplier={depth_multiplier!r}" if backbone == "mobilenet" else "")
             )
         height, width = input_shape[0], input_shape[1]
-        rows = height if height == width and height in _MOBILENET_ROWS else 224
-        name = name.format(alpha=_MOBILENET_ALPHAS[alpha], rows=rows)
+        rows = height if height == width and height in all_rows else 224
+        name = name.format(alpha=alphas[alpha], rows=rows)
     return weight_files.WeightsFile(name=name, checksum=weight_files.OFFICIAL_CHECKSUMS.get(name))
 
 
@@ -479,7 +492,7 @@ def build_backbone(
     ``encoder_weights``: None, ``"imagenet"`` (the :func:`official_weights_file`, found by
     :func:`helpers.modeling.weight_files.find_weights_file`) or the path of an ``.h5`` file
     (official layout, or from :func:`save_encoder_weights`).
-    ``backbone_options``: ``alpha``/``depth_multiplier`` (mobilenet), ``drop_connect_rate`` (efficientnet).
+    ``backbone_options``: ``alpha`` (the mobilenets), ``depth_multiplier`` (mobilenet), ``drop_connect_rate`` (efficientnet).
     """
     height, width, channels = _check_input_shape(input_shape)
     _, options = _split_options(None, backbone, backbone_options)
