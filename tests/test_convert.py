@@ -977,3 +977,56 @@ def test_box_annotations_name_the_bad_coordinate(tmp_path, value):
     boxes = pd.DataFrame({"image": ["a.png", "a.png"], "x1": [1, 1], "x2": [2, 2], "y1": [1, 1], "y2": [2, value]})
     with pytest.raises(ValueError, match=r"box 1 \(a\.png\): box y2 must be a finite number, got '"):
         convert.convert_box_annotations(images, boxes, tmp_path / "out", tile=None, progress=False)
+
+
+# ----------------------------------------------------------------------------- NEU-Seg leak-free split
+
+def _twin_masks() -> dict[str, np.ndarray]:
+    """Masks of 11 images: three sets of rotated/flipped copies (a, b, c) and three singles (d, e, f)."""
+    def shape(cells, value):
+        mask = np.zeros((12, 12), np.uint8)
+        for y, x in cells:
+            mask[y, x] = value
+        return mask
+
+    a = shape([(1, 1), (2, 1), (3, 1), (3, 2)], 1)  # an L: its rotations and flips all differ
+    b = shape([(5, 5), (5, 6), (5, 7), (6, 7), (9, 2)], 2)
+    c = shape([(0, 8), (1, 8), (1, 9), (8, 8), (8, 9)], 3)
+    return {"a0": a, "a1": np.rot90(a), "a2": np.fliplr(a), "b0": b, "b1": np.rot90(b, 2), "c0": c, "c1": c.T,
+            "c2": np.flipud(c), "d0": shape([(6, 6)], 1), "e0": shape([(2, 9), (3, 9)], 2), "f0": shape([(10, 1)], 3)}
+
+
+@pytest.fixture
+def neu_twins(tmp_path: Path) -> Path:
+    src = tmp_path / "neu-twins"
+    for k, (stem, mask) in enumerate(_twin_masks().items()):
+        pixels = grey(12, 12, 0 if stem in ("d0", "f0") else 30 * k)  # d0 and f0: byte-identical images
+        save(src / "images" / f"{stem}.png", pixels)
+        save(src / "masks" / f"{stem}.png", np.ascontiguousarray(mask))
+    (src / "splits").mkdir()
+    (src / "splits" / "train.txt").write_text("a0\na2\nb0\nc0\nc2\ne0\nf0\n")
+    (src / "splits" / "val.txt").write_text("a1\nb1\nc1\nd0\n")  # every val image has a twin in train
+    return src
+
+
+def test_neu_leak_free_split_keeps_copy_sets_and_identical_images_together(neu_twins, tmp_path):
+    from helpers.data import audit
+
+    groups = audit.mask_transform_groups(neu_twins / "masks", progress=False)
+    assert set(groups.values()) == {"a0", "b0", "c0"}
+    official = convert.convert_neu_seg(neu_twins, tmp_path / "official", groups=groups, progress=False)
+    assert len(audit.check_group_splits(severstal.read_splits(tmp_path / "official"))) == 3  # the published split leaks
+    for seed in (0, 1):
+        out = tmp_path / f"leak-free-{seed}"
+        table = convert.convert_neu_seg(neu_twins, out, groups=groups, split="leak_free", seed=seed, progress=False)
+        recorded = severstal.read_splits(out)
+        assert sorted(table.index) == sorted(official.index)
+        assert (recorded["split"] == "val").sum() == 4 and audit.check_group_splits(recorded).empty
+        assert recorded.loc["d0.png", "split"] == recorded.loc["f0.png", "split"]  # identical images, one side
+
+
+def test_neu_split_choices_are_checked(neu_twins, tmp_path):
+    with pytest.raises(ValueError, match=r"split must be one of \['official', 'leak_free'\], got 'random'"):
+        convert.convert_neu_seg(neu_twins, tmp_path / "out", split="random", progress=False)
+    with pytest.raises(ValueError, match="leak_free' needs groups"):
+        convert.convert_neu_seg(neu_twins, tmp_path / "out", split="leak_free", progress=False)

@@ -250,3 +250,30 @@ def test_nested_group_subset_refuses_impossible_sizes(n_groups):
     groups = pd.Series([f"p{k // 3}" for k in range(30)], index=[f"img{k:02d}" for k in range(30)])
     with pytest.raises(ValueError, match=r"n_groups must be an integer in 1\.\.10"):
         splits.nested_group_subset(groups, n_groups)
+
+
+@pytest.mark.parametrize(
+    "n_val, strata, expected_val_strata",
+    [
+        (4, None, None),
+        (6, ["x"] * 8 + ["y"] * 4, {"x": 4, "y": 2}),  # shares of 6: 4 of x, 2 of y
+        (3, ["x"] * 8 + ["y"] * 4, {"x": 2, "y": 1}),
+        (0, None, None),
+    ],
+)
+def test_sized_group_split_moves_whole_groups_to_an_exact_size(n_val, strata, expected_val_strata):
+    index = [f"img{k:02d}" for k in range(12)]
+    groups = pd.Series(["g0", "g0", "g1", "g2", "g2", "g3", "g4", "g5", "g6", "g6", "g7", "g8"], index=index)
+    strata = None if strata is None else pd.Series(strata, index=index)
+    split = splits.sized_group_split(groups, n_val, strata=strata, seed=2)
+    assert split.index.equals(groups.index) and int((split == "val").sum()) == n_val
+    splits.check_groups(split, groups)  # raises if a group spans both sides
+    if expected_val_strata is not None:
+        assert strata[split == "val"].value_counts().to_dict() == expected_val_strata
+    assert split.equals(splits.sized_group_split(groups, n_val, strata=strata, seed=2))
+
+
+def test_sized_group_split_refuses_more_than_all():
+    groups = pd.Series(["g0", "g1"], index=["a", "b"])
+    with pytest.raises(ValueError, match=r"n_val must be an integer in 0\.\.2"):
+        splits.sized_group_split(groups, 3)

@@ -53,6 +53,7 @@ __all__ = [
     "MAGNETIC_TILE_CLASS_FOLDERS",
     "MAGNETIC_TILE_FREE_FOLDERS",
     "NEU_SEG_CLASSES",
+    "NEU_SPLITS",
     "convert_box_annotations",
     "convert_folder_masks",
     "convert_gdxray_castings",
@@ -61,6 +62,7 @@ __all__ = [
     "convert_magnetic_tile",
     "convert_neu_seg",
     "convert_tiled_radiographs",
+    "leak_free_lists",
     "read_gdxray_boxes",
     "tile_origins",
 ]
@@ -409,31 +411,89 @@ def _read_split_lists(split_files: list[Path], images_dir: Path) -> dict[str, li
     return lists
 
 
+NEU_SPLITS = ("official", "leak_free")
+
+
+def _class_combination(mask_path: Path) -> str:
+    labels, _ = files.read_label_image(mask_path)
+    return "+".join(str(c) for c in np.unique(labels) if c != 0)
+
+
+def leak_free_lists(
+    lists: Mapping[str, Sequence[str]], groups: Mapping[str, str], masks_dir: PathLike, seed: int = 0,
+    mask_suffix: str = ".png",
+) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` of the same sizes as ``lists``, whole ``groups`` to one side.
+
+    ``lists``: the published ``train``/``val`` image stems; ``groups``: stem -> group (stems not
+    listed are their own group). Stratified by the class combination of each mask
+    (:func:`helpers.data.splits.sized_group_split`); ``ValueError`` if the sizes cannot be met.
+    """
+    if set(lists) != {"train", "val"}:
+        raise ValueError(f"a leak-free split replaces train and val lists; got the splits {sorted(lists)}")
+    stems = sorted(stem for ids in lists.values() for stem in ids)
+    group_of = pd.Series({stem: str(groups.get(stem, stem)) for stem in stems})
+    strata = pd.Series({stem: _class_combination(Path(masks_dir) / f"{stem}{mask_suffix}") for stem in stems})
+    split = splits.sized_group_split(group_of, len(lists["val"]), strata=strata, seed=seed)
+    if int((split == "val").sum()) != len(lists["val"]):
+        raise ValueError(f"the groups cannot fill a validation split of exactly {len(lists['val'])} images")
+    return {name: split.index[split == name].tolist() for name in ("train", "val")}
+
+
 def convert_neu_seg(
     src_dir: PathLike,
     out_dir: PathLike,
     groups: Mapping[str, str] | None = None,
+    split: str = "official",
+    seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
     """NEU-Seg (``images/*.jpg``, ``masks/*.png`` with 0 bg, 1 inclusion, 2 patches, 3 scratches).
 
-    Splits come from ``splits/<split>.txt`` (UTF-8, one image id per line; usually ``train``
-    and ``val``; an unknown or repeated id raises ``ValueError`` naming the file and line).
-    Group = image id: NEU-Seg ships no grouping, so rotated/flipped copies of one image may
-    sit in different splits; pass ``groups`` (image id -> group id) to
-    record a better grouping (the official splits are kept; audit them with
-    :func:`helpers.data.audit.check_group_splits`). JPEG bytes are copied unchanged.
+    ``split="official"``: splits from ``splits/<split>.txt`` (UTF-8, one image id per line;
+    usually ``train`` and ``val``; an unknown or repeated id raises ``ValueError`` naming the file
+    and line). Group = image id: NEU-Seg ships no grouping, so rotated/flipped copies of one image
+    may sit in different splits; pass ``groups`` (image id -> group id, e.g.
+    :func:`helpers.data.audit.mask_transform_groups`) to record a better grouping (the official
+    splits are kept; audit them with :func:`helpers.data.audit.check_group_splits`).
+    ``split="leak_free"``: the same train/val sizes with whole ``groups`` (and byte-identical
+    images) to one side, seeded, stratified by class combination (:func:`leak_free_lists`).
+    JPEG bytes are copied unchanged.
     """
+    checks.choice("split", split, NEU_SPLITS)
     src_dir = Path(src_dir)
     split_files = sorted((src_dir / "splits").glob("*.txt"))
     if not split_files:
         raise FileNotFoundError(f"no split lists (*.txt) in {src_dir / 'splits'}")
     lists = _read_split_lists(split_files, src_dir / "images")
+    if split == "leak_free":
+        if groups is None:
+            raise ValueError("split='leak_free' needs groups (e.g. audit.mask_transform_groups of the masks)")
+        groups = _with_identical_images(dict(groups), src_dir / "images")
+        lists = leak_free_lists(lists, groups, src_dir / "masks", seed=seed)
     return convert_index_masks(
         src_dir / "images", src_dir / "masks", out_dir, NEU_SEG_CLASSES, splits=lists, groups=groups,
         overwrite=overwrite, progress=progress,
     )
+
+
+def _with_identical_images(groups: dict[str, str], images_dir: Path) -> dict[str, str]:
+    """``groups`` (stem -> group) with byte-identical images of ``images_dir`` merged into one group."""
+    by_hash: dict[str, list[str]] = {}
+    by_size: dict[int, list[Path]] = {}
+    for path in files.list_images(images_dir):
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    for same in by_size.values():
+        for path in same if len(same) > 1 else ():
+            by_hash.setdefault(files.content_hash(path), []).append(path.stem)
+    for stems in by_hash.values():
+        if len(stems) > 1:
+            merged = min(groups.get(stem, stem) for stem in stems)
+            old = {groups.get(stem, stem) for stem in stems}
+            groups = {stem: (merged if group in old else group) for stem, group in groups.items()}
+            groups.update({stem: merged for stem in stems})
+    return groups
 
 
 # ----------------------------------------------------------------------------- 2. binary masks, class from folder

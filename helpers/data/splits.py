@@ -4,6 +4,7 @@
   present in an image, e.g. ``"3"``, ``"1+3"``, ``""`` = defect-free);
 - :func:`group_split`: whole groups (e.g. source radiographs, coils) to one side;
 - :func:`split_groups`: the seeded ``{group: split}`` behind it (the converters use it too);
+- :func:`sized_group_split`: whole groups to one side with an exact validation size, per stratum;
 - :func:`from_splits_csv`: the split recorded in ``splits.csv`` (converters write it);
 - :func:`train_val_ids`: one entry point choosing among them (``strategy``);
 - :func:`group_kfold`: k folds by group (optionally stratified), for cross-validation;
@@ -39,6 +40,7 @@ __all__ = [
     "group_split",
     "merge_rare",
     "nested_group_subset",
+    "sized_group_split",
     "split_groups",
     "stratified_split",
     "train_val_ids",
@@ -147,6 +149,73 @@ def split_groups(
     order = np.random.default_rng(seed).permutation(len(unique))
     val = {unique[i] for i in order[:n_val]}
     return {g: (val_split if g in val else train_split) for g in unique}
+
+
+def sized_group_split(groups: pd.Series, n_val: int, strata: pd.Series | None = None, seed: int = 0) -> pd.Series:
+    """Seeded ``ImageId -> "train"/"val"`` split of whole ``groups`` with ``n_val`` validation images.
+
+    For replacing a leaky published split by one of the same size. Each group's stratum is the
+    most common ``strata`` value of its images (default: one stratum); every stratum gets its
+    share of ``n_val`` (largest remainders), filled with whole groups in a seeded order; a
+    shortfall is then filled exactly by other groups (a subset sum), giving back the last chosen
+    groups if needed. The result holds exactly ``n_val`` validation images unless the group
+    sizes make that impossible (then fewer: the count is the caller's to check).
+    """
+    original = groups.index
+    groups = _series("groups", groups)
+    n_val = checks.integer("n_val", n_val, low=0, high=len(groups))
+    seed = checks.seed("seed", seed)
+    strata = pd.Series("", index=groups.index) if strata is None else _series("strata", strata)
+    if not strata.index.equals(groups.index):
+        raise ValueError("strata must have the same ImageIds as groups")
+    table = pd.DataFrame({"group": groups, "stratum": strata})
+    per_group = table.groupby("group", sort=True).agg(
+        size=("stratum", "size"), stratum=("stratum", lambda s: s.value_counts().sort_index().idxmax()))
+    names = sorted(per_group["stratum"].unique())
+    stratum_sizes = np.array([per_group.loc[per_group["stratum"] == name, "size"].sum() for name in names])
+    exact = n_val * stratum_sizes / max(len(groups), 1)
+    targets = np.floor(exact).astype(int)
+    for i in sorted(range(len(names)), key=lambda i: (-(exact[i] - targets[i]), i))[: n_val - int(targets.sum())]:
+        targets[i] += 1
+    target_of = dict(zip(names, targets))
+    order = per_group.index[np.random.default_rng(seed).permutation(len(per_group))]
+    taken: dict[str, int] = {name: 0 for name in names}
+    val: set[str] = set()
+    for group in order:
+        size, stratum = int(per_group.at[group, "size"]), per_group.at[group, "stratum"]
+        if taken[stratum] + size <= target_of[stratum]:
+            val.add(group)
+            taken[stratum] += size
+    chosen = [group for group in order if group in val]
+    size_of = per_group["size"].astype(int).to_dict()
+    while True:  # fill the shortfall exactly from the other groups, giving back the last chosen if needed
+        gap = n_val - sum(size_of[g] for g in chosen)
+        filler = _exact_subset([g for g in order if g not in set(chosen)], size_of, gap)
+        if filler is not None or not chosen:
+            break
+        chosen.pop()
+    val = set(chosen) | set(filler or [])
+    split = groups.map(lambda g: "val" if g in val else "train").rename("split")
+    return split.reindex(original)
+
+
+def _exact_subset(candidates: Sequence[str], size_of: dict[str, int], total: int) -> list[str] | None:
+    """Some of ``candidates`` (earlier ones preferred) whose sizes sum to exactly ``total``, or None."""
+    last_of: dict[int, tuple[int, int]] = {0: (-1, -1)}  # reachable sum -> (candidate index, previous sum)
+    for k, name in enumerate(candidates):
+        size = size_of[name]
+        for reached in sorted(last_of, reverse=True):
+            if reached + size <= total and reached + size not in last_of:
+                last_of[reached + size] = (k, reached)
+        if total in last_of:
+            break
+    if total not in last_of:
+        return None
+    picked, reached = [], total
+    while reached:
+        k, reached = last_of[reached]
+        picked.append(candidates[k])
+    return picked
 
 
 def _seed(seed: int | Sequence[int]) -> int | list[int]:
