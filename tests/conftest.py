@@ -5,6 +5,14 @@ import warnings
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_downloads():
+    """No test touches the network: ImageNet downloads are off unless a test passes ``allow_download=True``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEFECT_ALLOW_DOWNLOAD", "0")  # weight_files.DOWNLOAD_ENV; subprocesses inherit it
+        yield
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """``m.h5`` and ``m.keras`` of a model whose Lambda writes ``marker`` when it runs, and

@@ -319,7 +319,7 @@ def test_real_imagenet_mobilenet_file(tmp_path):
         builders.build_backbone("mobilenet", SHAPE, encoder_weights=REAL_MOBILENET, alpha=0.5)
 
 
-# ------------------------------------------------------------------ weights lookup (never downloads)
+# ------------------------------------------------------------------ weights lookup (downloads off: tests/conftest.py)
 def test_missing_file_names_file_checksum_folders_and_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError) as error:
@@ -338,15 +338,21 @@ def test_official_names_and_checksums_match_the_libraries():
         if entry["model"] in builders.BACKBONES and entry["dataset"] == "imagenet" and not entry["include_top"]:
             official = builders.official_weights_file(entry["model"])
             assert (official.name, official.checksum, official.algorithm) == (entry["name"], entry["md5"], "md5")
+            assert official.url == entry["url"]
     for b in range(4):
         official = builders.official_weights_file(f"efficientnetb{b}")
         assert official.name == f"efficientnet-b{b}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
         assert (official.checksum, official.algorithm) == (eff_model.WEIGHTS_HASHES[f"efficientnet-b{b}"][1], "sha256")
-    expected = weight_files.WeightsFile("mobilenet_2_5_224_tf_no_top.h5", REAL_MOBILENET_MD5)
+        assert official.url == eff_model.BASE_WEIGHTS_PATH + official.name
+    expected = weight_files.WeightsFile(
+        "mobilenet_2_5_224_tf_no_top.h5", REAL_MOBILENET_MD5,
+        url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/mobilenet_2_5_224_tf_no_top.h5",
+    )
     assert builders.official_weights_file("mobilenet", (64, 64, 1), alpha=0.25) == expected
     assert builders.official_weights_file("mobilenet", (128, 128, 1), alpha=0.5).name == "mobilenet_5_0_128_tf_no_top.h5"
     with pytest.raises(ValueError, match="alpha in"):
         builders.official_weights_file("mobilenet", alpha=0.3)
+    assert all(builders.official_weights_file(backbone).url for backbone in builders.BACKBONES)
 
 
 @pytest.mark.parametrize(
@@ -361,6 +367,7 @@ def test_official_names_and_checksums_match_the_libraries():
 def test_official_mobilenetv2_file_follows_keras_applications(shape, alpha, name):
     official = builders.official_weights_file("mobilenetv2", shape, alpha=alpha)
     assert (official.name, official.checksum) == (name, None)  # keras-applications publishes no checksum for it
+    assert official.url == f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{name}"
 
 
 def test_mobilenetv2_refuses_a_width_without_imagenet_weights():

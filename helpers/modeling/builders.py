@@ -1,6 +1,7 @@
 """Segmentation models (U-Net, Linknet, FPN, PSPNet, UNet++) and classifiers on segmentation-models backbones.
 
-Everything here runs offline: no code path downloads weights (no ``keras.utils.get_file``).
+No code path here calls ``keras.utils.get_file``: the official ImageNet files are found, or
+downloaded when missing and allowed, by :func:`helpers.modeling.weight_files.find_weights_file`.
 
 Input contract (all models built here)
     Raw pixel intensities, float, **in [0, 255]**, shape ``(B, H, W, C)`` with ``C`` = 1 (grey) or 3
@@ -28,8 +29,9 @@ ImageNet weights (``encoder_weights="imagenet"``)
     :data:`BACKBONES`, checksums in :data:`helpers.modeling.weight_files.OFFICIAL_CHECKSUMS`) is
     looked up by :func:`helpers.modeling.weight_files.find_weights_file` in ``weights_dir``, then
     ``$DEFECT_WEIGHTS_DIR``, then the Keras cache (``$KERAS_HOME/models``, default
-    ``~/.keras/models``), its checksum verified and its weights loaded by layer name (strictly:
-    every layer must match). ``encoder_weights`` may also be the path of an ``.h5`` weights file:
+    ``~/.keras/models``), downloaded into the Keras cache when missing (unless
+    ``$DEFECT_ALLOW_DOWNLOAD=0``), its checksum verified and its weights loaded by layer name
+    (strictly: every layer must match). ``encoder_weights`` may also be the path of an ``.h5`` weights file:
     official-format (3-channel) or written by :func:`save_encoder_weights`. Weight files are read
     as data only (h5py); one that is not HDF5, truncated or corrupt is a one-line ``ValueError``
     naming it (:func:`helpers.modeling.weight_files.check_hdf5`).
@@ -325,7 +327,7 @@ def needs_fixed_size(arch: str) -> bool:
 def official_weights_file(
     backbone: str, input_shape: Sequence[int | None] = (None, None, 1), **backbone_options: Any
 ) -> weight_files.WeightsFile:
-    """Name and checksum of the official no-top ImageNet file the library would download.
+    """Name, checksum and URL of the official no-top ImageNet file the library would download.
 
     ``input_shape`` ``(H, W, C)`` matters for the mobilenets only (like keras_applications: square
     H = W in 128/160/192/224 -- v2 also 96 -- picks that size, anything else 224); so does ``alpha``.
@@ -346,7 +348,9 @@ def official_weights_file(
         height, width = input_shape[0], input_shape[1]
         rows = height if height == width and height in all_rows else 224
         name = name.format(alpha=alphas[alpha], rows=rows)
-    return weight_files.WeightsFile(name=name, checksum=weight_files.OFFICIAL_CHECKSUMS.get(name))
+    return weight_files.WeightsFile(
+        name=name, checksum=weight_files.OFFICIAL_CHECKSUMS.get(name), url=weight_files.official_url(name)
+    )
 
 
 # ------------------------------------------------------------------ setting layer weights (all or nothing)

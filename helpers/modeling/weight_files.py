@@ -2,11 +2,15 @@
 
 Official files
     :data:`OFFICIAL_CHECKSUMS` holds the checksum each library publishes for its no-top
-    ImageNet file (the backbone -> file name rule is a backbone fact:
+    ImageNet file and :data:`OFFICIAL_URLS` where the library downloads it from
+    (:func:`official_url`; the backbone -> file name rule is a backbone fact:
     :func:`helpers.modeling.builders.official_weights_file`). :func:`find_weights_file` looks the
     file up in ``weights_dir``, then ``$DEFECT_WEIGHTS_DIR``, then the Keras cache
     (``$KERAS_HOME/models``, default ``~/.keras/models``; :func:`weights_search_dirs`) and
-    verifies its checksum; nothing is ever downloaded.
+    verifies its checksum. A missing file is downloaded into the Keras cache, as the libraries
+    do (checksum verified before it is renamed into place), unless ``$DEFECT_ALLOW_DOWNLOAD`` is
+    ``0``/``false``/``no``/``off``; offline, a ``FileNotFoundError`` comes within seconds
+    (every network step waits ``timeout`` seconds at most) and no partial file is left.
 
 File formats
     :func:`file_format` tells HDF5, zip (``.keras``), TFLite and empty files apart by their first
@@ -22,7 +26,15 @@ Keras ``.h5`` weights
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import re
+import socket
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +43,23 @@ from typing import Any
 
 import h5py
 import numpy as np
+from tqdm.auto import tqdm
+
+from helpers.core import checks
 
 __all__ = [
+    "DOWNLOAD_ENV",
     "OFFICIAL_CHECKSUMS",
+    "OFFICIAL_URLS",
     "WEIGHTS_DIR_ENV",
     "WeightsFile",
     "check_hdf5",
     "describe_format",
+    "downloads_allowed",
     "file_checksum",
     "file_format",
     "find_weights_file",
+    "official_url",
     "read_h5_weights",
     "short_name",
     "weights_search_dirs",
@@ -48,6 +67,8 @@ __all__ = [
 ]
 
 WEIGHTS_DIR_ENV = "DEFECT_WEIGHTS_DIR"
+DOWNLOAD_ENV = "DEFECT_ALLOW_DOWNLOAD"
+_DOWNLOADS_OFF = ("0", "false", "no", "off")
 
 # Checksums as the libraries check them (keras.utils.get_file: 32 hex digits = md5, 64 = sha256):
 # classification_models/weights.py (md5), efficientnet/model.py WEIGHTS_HASHES (sha256, no-top).
@@ -73,14 +94,35 @@ OFFICIAL_CHECKSUMS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# Official file name (full match) -> base URL the library downloads it from (+ the name):
+# classification_models/weights.py, efficientnet/model.py, tf_keras applications mobilenet(_v2).py.
+OFFICIAL_URLS: Mapping[str, str] = MappingProxyType(
+    {
+        r"resnet(18|34|50)_imagenet_1000_no_top\.h5": (
+            "https://github.com/qubvel/classification_models/releases/download/0.0.1/"
+        ),
+        r"efficientnet-b[0-7]_weights_tf_dim_ordering_tf_kernels_autoaugment_notop\.h5": (
+            "https://github.com/Callidior/keras-applications/releases/download/efficientnet/"
+        ),
+        r"mobilenet_(1_0|7_5|5_0|2_5)_(128|160|192|224)_tf_no_top\.h5": (
+            "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+        ),
+        (
+            r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
+            r"(0\.35|0\.5|0\.75|1\.0|1\.3|1\.4)_(96|128|160|192|224)_no_top\.h5"
+        ): "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
+    }
+)
+
 
 # ------------------------------------------------------------------ official weight files
 @dataclass(frozen=True)
 class WeightsFile:
-    """An official weight file: ``name`` and ``checksum`` (md5 or sha256 hex, None when unpublished)."""
+    """An official weight file: ``name``, ``checksum`` (md5 or sha256 hex, None when unpublished), download ``url``."""
 
     name: str
     checksum: str | None
+    url: str | None = None
 
     @property
     def algorithm(self) -> str | None:
@@ -111,25 +153,52 @@ def file_checksum(path: str | os.PathLike, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def find_weights_file(official: WeightsFile, weights_dir: str | os.PathLike | None = None) -> Path:
+def official_url(name: str) -> str | None:
+    """The URL the library downloads the official file ``name`` from (:data:`OFFICIAL_URLS`), None if unknown."""
+    for pattern, base in OFFICIAL_URLS.items():
+        if re.fullmatch(pattern, name):
+            return base + name
+    return None
+
+
+def downloads_allowed(allow_download: bool | None = None) -> bool:
+    """``allow_download``, or when None ``$DEFECT_ALLOW_DOWNLOAD``: ``0``/``false``/``no``/``off`` (any case) = off."""
+    checks.choice("allow_download", allow_download, [None, True, False])
+    if allow_download is None:
+        return os.environ.get(DOWNLOAD_ENV, "").strip().lower() not in _DOWNLOADS_OFF
+    return bool(allow_download)
+
+
+def find_weights_file(
+    official: WeightsFile,
+    weights_dir: str | os.PathLike | None = None,
+    allow_download: bool | None = None,
+    timeout: float = 5.0,
+    progress: bool = True,
+) -> Path:
     """Path of the ``official`` file (e.g. :func:`helpers.modeling.builders.official_weights_file`), checksum verified.
 
-    Looked up in :func:`weights_search_dirs`; never downloads. Raises ``FileNotFoundError``
-    (file name, checksum, folders searched) when absent and ``ValueError`` naming both
-    checksums when the file found differs from the official one.
+    Looked up in :func:`weights_search_dirs`; when absent, downloaded from ``official.url`` into the
+    last of them (the Keras cache) if :func:`downloads_allowed` (``allow_download``), each network
+    step waiting ``timeout`` seconds at most. Raises ``FileNotFoundError`` (file name, checksum, URL,
+    folders searched, why it was not downloaded, how to fix it) when absent and not downloaded, and
+    ``ValueError`` naming both checksums when the file found or downloaded differs from the official one.
     """
+    allowed = downloads_allowed(allow_download)
+    timeout = checks.number("timeout", timeout, low=0, low_open=True)
     searched = weights_search_dirs(weights_dir)
     found = next((d / official.name for d in searched if (d / official.name).is_file()), None)
-    checksum_text = (
-        f"{official.algorithm} {official.checksum}" if official.checksum else "checksum not published by the library"
-    )
     if found is None:
-        raise FileNotFoundError(
-            f"ImageNet weights not found: {official.name} ({checksum_text}). "
-            f"Searched: {', '.join(str(d) for d in searched)}. This machine is offline and weights are never "
-            f"downloaded: put the official file {official.name} into one of these folders (or pass weights_dir=..., "
-            f"or set ${WEIGHTS_DIR_ENV}), or build with encoder_weights=None."
-        )
+        if not allowed:
+            source = "allow_download=False" if allow_download is False else f"${DOWNLOAD_ENV}={os.environ[DOWNLOAD_ENV]}"
+            raise FileNotFoundError(_not_found(official, searched, f"Downloads are off ({source})"))
+        if official.url is None:
+            raise FileNotFoundError(_not_found(official, searched, "No download URL is known for this file"))
+        try:
+            return _download(official, searched[-1], timeout, progress)
+        except (OSError, http.client.HTTPException) as err:
+            reason = f"Download failed ({_network_error(err)}; timeout {timeout:g} s)"
+            raise FileNotFoundError(_not_found(official, searched, reason, tried=True)) from None
     if official.checksum is not None:
         actual = file_checksum(found, official.algorithm)
         if actual != official.checksum:
@@ -138,6 +207,87 @@ def find_weights_file(official: WeightsFile, weights_dir: str | os.PathLike | No
                 f"{official.checksum} of {official.name}; the file is corrupt or not the official one"
             )
     return found
+
+
+def _checksum_text(official: WeightsFile) -> str:
+    return f"{official.algorithm} {official.checksum}" if official.checksum else "checksum not published by the library"
+
+
+def _not_found(official: WeightsFile, searched: list[Path], reason: str, tried: bool = False) -> str:
+    """The one-line message of a missing official file: what, where looked, why not downloaded, how to fix."""
+    never = f"; set {DOWNLOAD_ENV}=0 to never try a download" if tried else ""
+    return (
+        f"ImageNet weights not found: {official.name} ({_checksum_text(official)}; official URL "
+        f"{official.url or 'unknown'}). Searched: {', '.join(str(d) for d in searched)}. {reason}. To work offline, "
+        f"put the official file {official.name} into one of these folders (or pass weights_dir=..., or set "
+        f"${WEIGHTS_DIR_ENV}), or build with encoder_weights=None{never}."
+    )
+
+
+def _network_error(err: BaseException) -> str:
+    """A network error in one line: ``HTTP Error 404: Not Found``, ``ConnectionRefusedError: [Errno 111] ...``."""
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        err = err.reason if isinstance(err.reason, BaseException) else OSError(str(err.reason))
+    return _one_line(err) if isinstance(err, urllib.error.HTTPError) else f"{type(err).__name__}: {_one_line(err)}"
+
+
+def _resolve(host: str, port: int, timeout: float) -> None:
+    """Look ``host`` up within ``timeout`` seconds (``urlopen``'s timeout does not cover DNS), else ``TimeoutError``."""
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except socket.gaierror as err:
+            outcome.append(socket.gaierror(err.errno, f"DNS lookup of {host} failed: {err.strerror}"))
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise TimeoutError(f"DNS lookup of {host} timed out after {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _download(official: WeightsFile, folder: Path, timeout: float, progress: bool) -> Path:
+    """Download ``official.url`` to ``folder/official.name`` via a temporary file there, checksum verified first."""
+    parts = urllib.parse.urlsplit(official.url)
+    via_proxy = parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or "")
+    if parts.hostname and not via_proxy:  # behind a proxy, the proxy resolves the name
+        _resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{official.name}.", suffix=".part", dir=folder)
+    digest = hashlib.new(official.algorithm) if official.checksum else None
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(official.url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            received = 0
+            bar = tqdm(total=total, desc=official.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress)
+            with bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    if digest is not None:
+                        digest.update(chunk)
+        if total is not None and received != total:
+            raise ConnectionError(f"incomplete download: {received} of {total} bytes")
+        if digest is not None and digest.hexdigest() != official.checksum:
+            raise ValueError(
+                f"{official.url}: the downloaded {official.name} has {official.algorithm} {digest.hexdigest()}, "
+                f"not the official {official.algorithm} {official.checksum}; nothing was kept in {folder}"
+            )
+        target = folder / official.name
+        os.replace(temporary, target)  # atomic: the file appears complete or not at all
+        return target
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 # ------------------------------------------------------------------ file formats and Keras .h5 weights

@@ -3,8 +3,9 @@
 Initialisations (:data:`INITIALISATIONS`) of the encoder:
 
 - ``random``: no pre-trained weights;
-- ``imagenet``: the backbone's official ImageNet file, looked up offline in ``weights_dir``
-  (:func:`helpers.modeling.weight_files.find_weights_file`; a clear error names the missing file);
+- ``imagenet``: the backbone's official ImageNet file, looked up in ``weights_dir`` and downloaded
+  when missing and allowed (:func:`helpers.modeling.weight_files.find_weights_file`; a clear
+  error names the missing file);
 - ``radiograph``: encoder weights pre-trained on radiographs (notebook ``05``, written by
   :func:`helpers.modeling.builders.save_encoder_weights`), loaded strictly with the layer count reported.
 
