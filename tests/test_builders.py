@@ -638,3 +638,24 @@ def test_probabilities_are_float32_under_every_policy(policy, mixed, kind):
 def test_float32_models_are_left_as_built():
     model = builders.build_segmenter("unet", "mobilenet", (None, None, 1), classes=1, alpha=0.25, decoder_filters=(8,) * 5)
     assert builders.float32_outputs(model) is model and model.layers[-1].name == "sigmoid"
+
+
+def test_frozen_encoder_batchnorm_keeps_its_statistics_while_the_rest_trains():
+    model = builders.build_segmenter("unet", "mobilenetv2", (32, 32, 1), classes=1, alpha=0.35, decoder_filters=(8,) * 5)
+    frozen = builders.set_encoder_batchnorm_trainable(model, "mobilenetv2", False)
+    encoder = builders.encoder_layers(model, "mobilenetv2")
+    encoder_bn = [l for l in encoder if isinstance(l, keras.layers.BatchNormalization)]
+    assert frozen == len(encoder_bn) > 30
+    decoder_bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization) and l not in encoder_bn]
+    before = {l.name: [w.copy() for w in l.get_weights()] for l in encoder_bn + decoder_bn}
+    conv_before = model.get_layer("Conv1").get_weights()[0].copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    images = np.arange(2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32, 1) % 251
+    model.train_on_batch(images, (images > 120).astype(np.float32))
+    for layer in encoder_bn:
+        for old, new in zip(before[layer.name], layer.get_weights()):
+            np.testing.assert_array_equal(old, new)
+    assert any(not np.array_equal(old, new) for l in decoder_bn for old, new in zip(before[l.name], l.get_weights()))
+    assert not np.array_equal(conv_before, model.get_layer("Conv1").get_weights()[0])
+    with pytest.raises(ValueError, match="trainable must be True or False"):
+        builders.set_encoder_batchnorm_trainable(model, "mobilenetv2", "no")

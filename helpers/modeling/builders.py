@@ -98,6 +98,7 @@ __all__ = [
     "official_weights_file",
     "save_encoder_weights",
     "set_batchnorm_momentum",
+    "set_encoder_batchnorm_trainable",
     "set_encoder_trainable",
 ]
 
@@ -551,6 +552,21 @@ def set_encoder_trainable(model: keras.Model, backbone: str, trainable: bool) ->
     layers = [layer for layer in encoder_layers(model, backbone) if layer.name != STEM_NAME]
     for layer in layers:
         layer.trainable = trainable
+    return len(layers)
+
+
+def set_encoder_batchnorm_trainable(model: keras.Model, backbone: str, trainable: bool) -> int:
+    """Set ``trainable`` on the encoder's BatchNormalization layers only; return their count.
+
+    ``False`` keeps them in inference mode with their (pretrained) moving statistics and
+    fixed scale/offset while the convolutions train -- for encoders whose statistics do not
+    suit training-mode BatchNorm (e.g. weights recovered from int8 releases). Call before compile.
+    """
+    if not isinstance(trainable, (bool, np.bool_)):
+        raise ValueError(f"trainable must be True or False, got {trainable!r}")
+    layers = [layer for layer in encoder_layers(model, backbone) if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = bool(trainable)
     return len(layers)
 
 
