@@ -164,7 +164,7 @@ def test_pretraining_on_a_patient_subset_starting_from_given_encoder_weights(tmp
     saved = builders.save_encoder_weights(start, tmp_path / "start.h5", "mobilenet")
     run_dir = run.run_notebooks("smoke", only=["05"], run_name="subset", root=tmp_path, outputs_root=tmp_path / "outputs",
                                 overrides={"corpus": "chest-xray", "data_dir": str(tmp_path / "chests"), "val_fraction": 0.125,
-                                           "train_patients": 3, "encoder_weights": str(tmp_path / "start.h5")},
+                                           "train_patients": 3, "encoder_weights": str(tmp_path / "start.h5"), "batch_size": 2},
                                 progress=False)
     manifest = json.loads((run_dir / "metrics" / "05_pretrain_radiographs.json").read_text())
     assert (manifest["train_groups"], manifest["n_train"], manifest["n_val"]) == (3, 6, 2)
