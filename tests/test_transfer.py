@@ -77,6 +77,28 @@ def test_radiograph_initialisation_loads_every_encoder_layer(task, radiograph_we
     np.testing.assert_array_equal(depthwise, np.full(depthwise.shape, 0.01, np.float32))
 
 
+def test_an_imagenet_file_by_path_initialises_the_encoder_and_is_recorded(radiograph_weights, tmp_path):
+    path, saved = radiograph_weights  # any encoder file stands in for an int8-recovered ImageNet one
+    recipe = transfer.FoldRecipe(**{**vars(TINY), "imagenet_weights": path, "encoder_batchnorm": "frozen"})
+    model, loaded, _ = transfer.build_model("classification", "imagenet", recipe)
+    depthwise = model.get_layer("conv_dw_1").get_weights()[0]
+    np.testing.assert_array_equal(depthwise, np.full(depthwise.shape, 0.01, np.float32))
+    assert recipe.record("imagenet")["imagenet_weights"] == str(path) and "imagenet_weights" not in recipe.record("random")
+    assert recipe.record("random")["encoder_batchnorm"] == "frozen"
+    assert transfer.FoldRecipe.from_record(recipe.record("imagenet")) == dataclasses.replace(recipe, weights_dir=None)
+    found = transfer.check_initialisations(["imagenet"], "mobilenet", (SIZE, SIZE), imagenet_weights=path, alpha=0.25)
+    assert found["available"] == ["imagenet"] and found["imagenet_file"] == str(path)
+    found = transfer.check_initialisations(["imagenet"], "mobilenet", (SIZE, SIZE), imagenet_weights=tmp_path / "no.h5", alpha=0.25)
+    assert "imagenet_weights file not found" in found["skipped"]["imagenet"]
+
+
+def test_a_default_recipe_records_no_later_field():  # runs recorded before those fields existed still resume
+    record = TINY.record("imagenet")
+    assert "imagenet_weights" not in record and "encoder_batchnorm" not in record
+    with pytest.raises(ValueError, match=r"encoder_batchnorm must be one of \['trainable', 'frozen'\]"):
+        transfer.FoldRecipe(encoder_batchnorm="fixed")
+
+
 def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.delenv(weight_files.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache with the file either

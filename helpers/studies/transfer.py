@@ -57,6 +57,7 @@ from helpers.backend import keras, tf
 __all__ = [
     "BN_MOMENTUM",
     "CLASSIFICATION_SCORES",
+    "ENCODER_BATCHNORM",
     "FoldRecipe",
     "INITIALISATIONS",
     "SEGMENTATION_SCORES",
@@ -74,6 +75,7 @@ __all__ = [
 
 BN_MOMENTUM = 0.9
 INITIALISATIONS = ("random", "imagenet", "radiograph")
+ENCODER_BATCHNORM = ("trainable", "frozen")
 TASKS = ("classification", "segmentation")
 CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
 SEGMENTATION_SCORES = ("precision", "recall", "accuracy", "pixel_accuracy", "iou_defect", "iou_background", "miou")
@@ -104,8 +106,10 @@ class FoldRecipe:
     ``image_size = (H, W)``: images are resized to it; ``crop_size = (h, w)``: segmentation trains
     on random crops of those (validation on whole images). Learning rate: cosine from
     ``learning_rate`` to ``min_learning_rate``. ``weights_dir``: where the ImageNet file is
-    looked up (``imagenet``); ``radiograph_weights``: the encoder of notebook 05 (``radiograph``).
-    ``options``: backbone options (``alpha``, see :func:`helpers.modeling.builders.backbone_options`)
+    looked up (``imagenet``), or ``imagenet_weights``: an ImageNet file by path instead (e.g. the
+    int8-recovered MobileNets); ``radiograph_weights``: the encoder of notebook 05 (``radiograph``).
+    ``encoder_batchnorm``: ``trainable``, or ``frozen`` (the encoder's BatchNorm kept in inference
+    mode with its loaded statistics). ``options``: backbone options (``alpha``, see :func:`helpers.modeling.builders.backbone_options`)
     and, for segmentation, the architecture's (``decoder_filters``, ...).
     """
 
@@ -121,6 +125,8 @@ class FoldRecipe:
     radiograph_weights: str | None = None
     crop_size: tuple[int, int] | None = None
     bn_momentum: float = BN_MOMENTUM
+    imagenet_weights: str | None = None
+    encoder_batchnorm: str = "trainable"
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,19 +141,28 @@ class FoldRecipe:
             "bn_momentum": checks.fraction("bn_momentum", self.bn_momentum),
             "weights_dir": None if not self.weights_dir else str(self.weights_dir),
             "radiograph_weights": None if not self.radiograph_weights else str(self.radiograph_weights),
+            "imagenet_weights": None if not self.imagenet_weights else str(self.imagenet_weights),
+            "encoder_batchnorm": checks.choice("encoder_batchnorm", self.encoder_batchnorm, ENCODER_BATCHNORM),
             "options": {key: tuple(v) if isinstance(v, (list, tuple)) else v for key, v in dict(self.options).items()},
         }
         for name, value in fixed.items():
             object.__setattr__(self, name, value)
 
     def record(self, init: str) -> dict[str, Any]:
-        """The recipe as JSON values, ``options`` flattened in; the weight files only where ``init`` reads them."""
+        """The recipe as JSON values, ``options`` flattened in; the weight files only where ``init`` reads them.
+
+        Fields added later are left out at their default, so runs recorded before them still resume.
+        """
         recipe = dataclasses.asdict(self)
         recipe |= recipe.pop("options")
         if init != "radiograph":
             recipe.pop("radiograph_weights")
         if init != "imagenet":
             recipe.pop("weights_dir")
+        if init != "imagenet" or recipe["imagenet_weights"] is None:
+            recipe.pop("imagenet_weights")
+        if recipe["encoder_batchnorm"] == "trainable":
+            recipe.pop("encoder_batchnorm")
         return {key: list(value) if isinstance(value, tuple) else value for key, value in sorted(recipe.items())}
 
     @classmethod
@@ -158,9 +173,9 @@ class FoldRecipe:
         return cls(**{key: value for key, value in record.items() if key in names}, options=options)
 
 
-def _encoder_weights(init: str, weights_dir, radiograph_weights) -> str | None:
+def _encoder_weights(init: str, imagenet_weights, radiograph_weights) -> str | None:
     if init == "imagenet":
-        return "imagenet"
+        return imagenet_weights or "imagenet"
     if init == "radiograph":
         if not radiograph_weights or not Path(radiograph_weights).is_file():
             raise FileNotFoundError(
@@ -195,11 +210,13 @@ def check_initialisations(
     weights_dir: str | os.PathLike | None = None,
     radiograph_weights: str | os.PathLike | None = None,
     pretrained_dir: str | os.PathLike | None = None,
+    imagenet_weights: str | os.PathLike | None = None,
     **backbone_options: Any,
 ) -> dict[str, Any]:
     """Which of ``inits`` can run here, and why the others cannot.
 
-    ``imagenet`` needs the official file (:func:`helpers.modeling.weight_files.find_weights_file`);
+    ``imagenet`` needs ``imagenet_weights`` (a file by path) or else the official file
+    (:func:`helpers.modeling.weight_files.find_weights_file`);
     ``radiograph`` needs ``radiograph_weights``, or else the newest matching manifest in
     ``pretrained_dir`` (:func:`find_radiograph_encoder`). Returns ``{"available": [...],
     "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
@@ -207,7 +224,12 @@ def check_initialisations(
     for init in inits:
         checks.choice("init", init, INITIALISATIONS)
     found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
-    if "imagenet" in inits:
+    if "imagenet" in inits and imagenet_weights:
+        if Path(imagenet_weights).is_file():
+            found["imagenet_file"] = str(imagenet_weights)
+        else:
+            found["skipped"]["imagenet"] = f"imagenet_weights file not found: {imagenet_weights}"
+    elif "imagenet" in inits:
         try:
             official = builders.official_weights_file(backbone, (*image_size, 1), **backbone_options)
             found["imagenet_file"] = str(weight_files.find_weights_file(official, weights_dir))
@@ -246,7 +268,7 @@ def build_model(task: str, init: str, recipe: FoldRecipe) -> tuple[keras.Model, 
     """
     checks.choice("init", init, INITIALISATIONS)
     settings = model_settings(task, recipe)
-    encoder_weights = _encoder_weights(init, recipe.weights_dir, recipe.radiograph_weights)
+    encoder_weights = _encoder_weights(init, recipe.imagenet_weights, recipe.radiograph_weights)
     build = builders.build_classifier if task == "classification" else builders.build_segmenter
     model = build(**settings, encoder_weights=encoder_weights, weights_dir=recipe.weights_dir)
     if init == "radiograph":
@@ -336,6 +358,7 @@ def run_fold(
                                                   recipe.seed, recipe.crop_size)
     model, loaded, settings = build_model(task, init, recipe)
     builders.set_batchnorm_momentum(model, recipe.bn_momentum)
+    builders.set_encoder_batchnorm_trainable(model, recipe.backbone, recipe.encoder_batchnorm == "trainable")
     steps = max(1, len(train_ids) // batch_size)
     schedule = train.WarmupCosine(recipe.learning_rate, total_steps=recipe.epochs * steps,
                                   min_lr=min(recipe.min_learning_rate, recipe.learning_rate))
