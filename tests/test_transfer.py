@@ -242,3 +242,27 @@ def test_a_garbled_manifest_is_named(tmp_path):
     (tmp_path / "chest.json").write_text('{"backbone": "mobilenet", "weights": "ch')
     with pytest.raises(ValueError, match=r"chest\.json line 1: not valid JSON"):
         transfer.find_radiograph_encoder(tmp_path, "mobilenet", alpha=0.25)
+
+
+def test_holdout_folds_validate_on_val_and_train_on_train_only(tiny_dataset, tmp_path, monkeypatch):
+    root, wide, _ = tiny_dataset
+    split = pd.Series(["val" if k % 4 == 0 else "train" for k in range(len(wide))], index=wide.index)
+    folds = transfer.holdout_folds(split)
+    assert folds.to_dict() == {i: (0 if s == "val" else -1) for i, s in split.items()}
+    seen = []
+
+    def record_fold(task, init, data_dir, wide_table, train_ids, val_ids, run_dir, recipe):
+        seen.append((sorted(train_ids), sorted(val_ids)))
+        return {"f1": 0.5}, pd.DataFrame({"epoch": [0], "val_f1": [0.5]})
+
+    monkeypatch.setattr(transfer, "run_fold", record_fold)
+    scores, _ = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path, TINY, progress=False)
+    assert scores["fold"].tolist() == [0]
+    assert seen == [(sorted(split.index[split == "train"]), sorted(split.index[split == "val"]))]
+
+
+@pytest.mark.parametrize("values, message", [(["train", "test"], "must be 'train' or 'val'"),
+                                             (["train", "train"], "needs both train and val")])
+def test_holdout_folds_refuse_other_splits(values, message):
+    with pytest.raises(ValueError, match=message):
+        transfer.holdout_folds(pd.Series(values, index=["a", "b"]))

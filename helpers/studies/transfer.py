@@ -67,6 +67,7 @@ __all__ = [
     "cross_validate",
     "find_radiograph_encoder",
     "fold_summary",
+    "holdout_folds",
     "model_settings",
     "run_fold",
     "run_path",
@@ -397,8 +398,9 @@ def cross_validate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`run_fold` for every (fraction, initialisation, fold): ``(scores, logs)`` tables.
 
-    ``folds``: ``ImageId -> fold`` (e.g. :func:`helpers.data.splits.group_kfold`); fold ``k`` is
-    validated on its images after training on the others, reduced to ``fraction`` of them by
+    ``folds``: ``ImageId -> fold`` (e.g. :func:`helpers.data.splits.group_kfold`); fold ``k >= 0`` is
+    validated on its images after training on the others (a fold ``< 0`` is only ever trained on:
+    :func:`holdout_folds` makes the hold-out protocol), reduced to ``fraction`` of them by
     :func:`training_subset` (seeded by ``recipe.seed``; validation images unchanged). For
     ``segmentation`` only the defective images take part. Runs live in
     ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a finished run (a saved run) is read back instead of
@@ -413,7 +415,10 @@ def cross_validate(
     folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
     if folds.isna().any():
         raise ValueError(f"{int(folds.isna().sum())} image(s) have no fold, e.g. {list(folds.index[folds.isna()][:3])}")
-    combos = [(fraction, init, int(fold)) for fraction in fractions for init in inits for fold in sorted(folds.unique())]
+    validated = [int(fold) for fold in sorted(folds.unique()) if fold >= 0]
+    if not validated:
+        raise ValueError("folds has no fold >= 0 to validate on")
+    combos = [(fraction, init, fold) for fraction in fractions for init in inits for fold in validated]
     rows, logs = [], []
     for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
         run_dir = run_path(out_dir, task, init, fraction, fold)
@@ -428,6 +433,19 @@ def cross_validate(
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
         logs.append(log.assign(init=init, fold=fold, fraction=fraction))
     return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
+
+
+def holdout_folds(split: pd.Series) -> pd.Series:
+    """``ImageId -> fold`` for the hold-out protocol: ``val`` images fold 0, ``train`` images -1 (trained on only).
+
+    ``split``: ``ImageId -> "train"/"val"`` (e.g. the ``split`` column of a dataset's ``splits.csv``).
+    """
+    unknown = sorted(set(split.astype(str)) - {"train", "val"})
+    if unknown:
+        raise ValueError(f"split values must be 'train' or 'val', got {unknown[:3]}")
+    if not (split == "val").any() or not (split == "train").any():
+        raise ValueError("a hold-out split needs both train and val images")
+    return split.map({"val": 0, "train": -1}).astype(int).rename("fold")
 
 
 def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
