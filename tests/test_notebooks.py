@@ -172,6 +172,29 @@ def test_pretraining_on_a_patient_subset_starting_from_given_encoder_weights(tmp
     assert manifest["labels"] == ["No Finding", "COVID-19", "Pneumonia", "Pneumonia (bacterial)", "Pneumonia (viral)"]
 
 
+@pytest.mark.notebooks
+def test_transfer_with_radiograph_encoders_of_two_corpus_sizes_draws_the_corpus_curve(tmp_path):
+    from helpers.modeling import builders
+
+    encoders = {}
+    for label, n_train in (("small", 240), ("large", 7000)):
+        model = builders.build_classifier("mobilenet", (128, 128, 1), n_outputs=3, alpha=0.25)
+        path = tmp_path / "pretrained" / f"{label}.h5"
+        path.parent.mkdir(exist_ok=True)
+        builders.save_encoder_weights(model, path, "mobilenet")
+        path.with_suffix(".json").write_text(json.dumps({"weights": str(path), "backbone": "mobilenet", "alpha": 0.25,
+                                                         "corpus": "chest-xray", "n_train": n_train}))
+        encoders[label] = str(path)
+    run_dir = run.run_notebooks("smoke", only=["06"], run_name="corpus", root=tmp_path, outputs_root=tmp_path / "outputs",
+                                overrides={"inits": ["random"], "radiograph_encoders": encoders, "sweep_tasks": []},
+                                progress=False)
+    result = json.loads((run_dir / "metrics" / "06_transfer_comparison.json").read_text())
+    assert result["initialisations"] == ["random", "radiograph:small", "radiograph:large"]
+    assert [row["corpus_images"] for row in result["corpus_curve"]] == [240, 7000]
+    assert set(result["classification"]["table"]) == set(result["initialisations"])
+    assert (run_dir / "figures" / "transfer_corpus_size.png").stat().st_size > 5000
+
+
 def _fake_competition(folder: Path, layout: str) -> list[tuple[str, int]]:
     """A tiny Severstal competition folder (train.csv + sample_submission.csv in one of Kaggle's layouts).
 

@@ -266,3 +266,44 @@ def test_holdout_folds_validate_on_val_and_train_on_train_only(tiny_dataset, tmp
 def test_holdout_folds_refuse_other_splits(values, message):
     with pytest.raises(ValueError, match=message):
         transfer.holdout_folds(pd.Series(values, index=["a", "b"]))
+
+
+@pytest.mark.parametrize("init, kind", [("random", "random"), ("imagenet", "imagenet"), ("radiograph", "radiograph"),
+                                        ("radiograph:chest-large", "radiograph"), ("radiograph:n1000_v2.1", "radiograph")])
+def test_named_radiograph_initialisations_are_radiograph_kind(init, kind):
+    assert transfer.init_kind(init) == kind
+    assert transfer.run_path("out", "classification", init, 1.0, 0).parts[2] == init.replace(":", "-")
+
+
+@pytest.mark.parametrize("init", ["radiograph:", "imagenet:x", "radiograph:../up", "radiograph:a b", "scratch"])
+def test_other_initialisation_names_are_refused(init):
+    with pytest.raises(ValueError, match=r"init must be one of \['random', 'imagenet', 'radiograph'\] or 'radiograph:<label>'"):
+        transfer.check_init(init)
+
+
+def test_each_named_radiograph_encoder_trains_with_its_own_file(tiny_dataset, tmp_path, monkeypatch, radiograph_weights):
+    root, wide, folds = tiny_dataset
+    path, _ = radiograph_weights
+    (tmp_path / "small.h5").write_bytes(path.read_bytes())
+    files.atomic_write_json(tmp_path / "small.json", {"n_train": 240, "corpus": "chest-xray"})
+    encoders = {"radiograph:small": str(tmp_path / "small.h5"), "radiograph:large": str(path)}
+    found = transfer.check_initialisations(["random", "radiograph:small", "radiograph:large", "radiograph:absent"], "mobilenet",
+                                           (SIZE, SIZE), radiograph_encoders=encoders, alpha=0.25)
+    assert found["available"] == ["random", "radiograph:small", "radiograph:large"]
+    assert found["manifests"] == {"radiograph:small": {"n_train": 240, "corpus": "chest-xray"}, "radiograph:large": None}
+    assert "radiograph:absent" in found["skipped"]
+    used = {}
+
+    def record_fold(task, init, data_dir, wide_table, train_ids, val_ids, run_dir, recipe):
+        used[init] = (recipe.radiograph_weights, run_dir.relative_to(tmp_path).parts[:2])
+        return {"f1": 0.5}, pd.DataFrame({"epoch": [0], "val_f1": [0.5]})
+
+    monkeypatch.setattr(transfer, "run_fold", record_fold)
+    transfer.cross_validate("classification", ["radiograph:small", "radiograph:large"], root, wide, folds[folds == 0].reindex(
+        wide.index).fillna(-1).astype(int), tmp_path, TINY, progress=False, radiograph_encoders=encoders)
+    assert used == {"radiograph:small": (encoders["radiograph:small"], ("classification", "radiograph-small")),
+                    "radiograph:large": (encoders["radiograph:large"], ("classification", "radiograph-large"))}
+    recorded = files.read_json(transfer.run_path(tmp_path, "classification", "radiograph:small", 1.0, 0) / "recipe.json")
+    assert recorded["radiograph_weights"] == encoders["radiograph:small"]
+    with pytest.raises(ValueError, match="'radiograph:other' has no encoder file in radiograph_encoders"):
+        transfer.cross_validate("classification", ["radiograph:other"], root, wide, folds, tmp_path, TINY, progress=False)

@@ -7,7 +7,9 @@ Initialisations (:data:`INITIALISATIONS`) of the encoder:
   when missing and allowed (:func:`helpers.modeling.weight_files.find_weights_file`; a clear
   error names the missing file);
 - ``radiograph``: encoder weights pre-trained on radiographs (notebook ``05``, written by
-  :func:`helpers.modeling.builders.save_encoder_weights`), loaded strictly with the layer count reported.
+  :func:`helpers.modeling.builders.save_encoder_weights`), loaded strictly with the layer count
+  reported; ``radiograph:<label>`` names one of several such encoders (e.g. pre-trained on corpora of
+  different sizes), each its own initialisation (:func:`init_kind`, :func:`check_init`).
 
 Tasks (:data:`TASKS`) on a Severstal-layout dataset, every defect class merged into one
 "defect" (the paper's tasks are binary):
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,11 +66,13 @@ __all__ = [
     "SEGMENTATION_SCORES",
     "TASKS",
     "build_model",
+    "check_init",
     "check_initialisations",
     "cross_validate",
     "find_radiograph_encoder",
     "fold_summary",
     "holdout_folds",
+    "init_kind",
     "model_settings",
     "run_fold",
     "run_path",
@@ -76,6 +81,7 @@ __all__ = [
 
 BN_MOMENTUM = 0.9
 INITIALISATIONS = ("random", "imagenet", "radiograph")
+_LABEL = re.compile(r"[A-Za-z0-9._-]+")
 ENCODER_BATCHNORM = ("trainable", "frozen")
 TASKS = ("classification", "segmentation")
 CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
@@ -156,11 +162,12 @@ class FoldRecipe:
         """
         recipe = dataclasses.asdict(self)
         recipe |= recipe.pop("options")
-        if init != "radiograph":
+        kind = init_kind(init)
+        if kind != "radiograph":
             recipe.pop("radiograph_weights")
-        if init != "imagenet":
+        if kind != "imagenet":
             recipe.pop("weights_dir")
-        if init != "imagenet" or recipe["imagenet_weights"] is None:
+        if kind != "imagenet" or recipe["imagenet_weights"] is None:
             recipe.pop("imagenet_weights")
         if recipe["encoder_batchnorm"] == "trainable":
             recipe.pop("encoder_batchnorm")
@@ -174,13 +181,30 @@ class FoldRecipe:
         return cls(**{key: value for key, value in record.items() if key in names}, options=options)
 
 
+def check_init(init: str) -> str:
+    """``init`` if it is one of :data:`INITIALISATIONS` or ``radiograph:<label>`` (letters, digits, ``._-``)."""
+    kind, colon, label = str(init).partition(":")
+    if colon and kind == "radiograph" and _LABEL.fullmatch(label):
+        return init
+    if not colon and init in INITIALISATIONS:
+        return init
+    raise ValueError(f"init must be one of {list(INITIALISATIONS)} or 'radiograph:<label>' (label of letters, digits, "
+                     f"'.', '_', '-'), got {init!r}")
+
+
+def init_kind(init: str) -> str:
+    """``random``, ``imagenet`` or ``radiograph`` (for ``radiograph`` and every ``radiograph:<label>``)."""
+    return check_init(init).partition(":")[0]
+
+
 def _encoder_weights(init: str, imagenet_weights, radiograph_weights) -> str | None:
-    if init == "imagenet":
+    kind = init_kind(init)
+    if kind == "imagenet":
         return imagenet_weights or "imagenet"
-    if init == "radiograph":
+    if kind == "radiograph":
         if not radiograph_weights or not Path(radiograph_weights).is_file():
             raise FileNotFoundError(
-                f"initialisation 'radiograph' needs the encoder weights of notebook 05; not found: {radiograph_weights!r}"
+                f"initialisation {init!r} needs the encoder weights of notebook 05; not found: {radiograph_weights!r}"
             )
     return None
 
@@ -212,6 +236,7 @@ def check_initialisations(
     radiograph_weights: str | os.PathLike | None = None,
     pretrained_dir: str | os.PathLike | None = None,
     imagenet_weights: str | os.PathLike | None = None,
+    radiograph_encoders: Mapping[str, str | os.PathLike] | None = None,
     **backbone_options: Any,
 ) -> dict[str, Any]:
     """Which of ``inits`` can run here, and why the others cannot.
@@ -219,12 +244,23 @@ def check_initialisations(
     ``imagenet`` needs ``imagenet_weights`` (a file by path) or else the official file
     (:func:`helpers.modeling.weight_files.find_weights_file`);
     ``radiograph`` needs ``radiograph_weights``, or else the newest matching manifest in
-    ``pretrained_dir`` (:func:`find_radiograph_encoder`). Returns ``{"available": [...],
-    "skipped": {init: reason}, "imagenet_file", "radiograph_weights", "manifest"}``.
+    ``pretrained_dir`` (:func:`find_radiograph_encoder`); ``radiograph:<label>`` needs its file in
+    ``radiograph_encoders`` (its manifest, 05's ``<name>.json`` beside it, is read when present).
+    Returns ``{"available": [...], "skipped": {init: reason}, "imagenet_file", "radiograph_weights",
+    "manifest", "encoders": {init: file}, "manifests": {init: manifest or None}}``.
     """
     for init in inits:
-        checks.choice("init", init, INITIALISATIONS)
-    found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None}
+        check_init(init)
+    found: dict[str, Any] = {"skipped": {}, "imagenet_file": None, "radiograph_weights": None, "manifest": None,
+                             "encoders": {}, "manifests": {}}
+    for init in (i for i in inits if i.startswith("radiograph:")):
+        path = (radiograph_encoders or {}).get(init)
+        if path and Path(path).is_file():
+            found["encoders"][init] = str(path)
+            manifest_path = Path(path).with_suffix(".json")
+            found["manifests"][init] = files.read_json(manifest_path) if manifest_path.is_file() else None
+        else:
+            found["skipped"][init] = f"no encoder file for {init} ({path or 'not in radiograph_encoders'}): run notebook 05 first"
     if "imagenet" in inits and imagenet_weights:
         if Path(imagenet_weights).is_file():
             found["imagenet_file"] = str(imagenet_weights)
@@ -267,14 +303,14 @@ def build_model(task: str, init: str, recipe: FoldRecipe) -> tuple[keras.Model, 
 
     Grey input in [0, 255]; the ImageNet file is looked up for ``recipe.image_size``.
     """
-    checks.choice("init", init, INITIALISATIONS)
+    kind = init_kind(init)
     settings = model_settings(task, recipe)
     encoder_weights = _encoder_weights(init, recipe.imagenet_weights, recipe.radiograph_weights)
     build = builders.build_classifier if task == "classification" else builders.build_segmenter
     model = build(**settings, encoder_weights=encoder_weights, weights_dir=recipe.weights_dir)
-    if init == "radiograph":
+    if kind == "radiograph":
         loaded = builders.load_encoder_weights(model, recipe.radiograph_weights, recipe.backbone)
-    elif init == "imagenet":
+    elif kind == "imagenet":
         loaded = len([layer for layer in builders.encoder_layers(model, recipe.backbone)
                       if layer.weights and layer.name != builders.STEM_NAME])
     else:
@@ -381,8 +417,8 @@ def run_fold(
 
 
 def run_path(out_dir: str | os.PathLike, task: str, init: str, fraction: float, fold: int) -> Path:
-    """Folder of one run of :func:`cross_validate`: ``out_dir/<task>/<init>/frac<fraction>/fold<fold>``."""
-    return Path(out_dir) / task / init / f"frac{float(fraction):g}" / f"fold{int(fold)}"
+    """Folder of one run of :func:`cross_validate`: ``out_dir/<task>/<init>/frac<fraction>/fold<fold>`` (``:`` as ``-``)."""
+    return Path(out_dir) / task / check_init(init).replace(":", "-") / f"frac{float(fraction):g}" / f"fold{int(fold)}"
 
 
 def cross_validate(
@@ -395,6 +431,7 @@ def cross_validate(
     recipe: FoldRecipe = FoldRecipe(),
     fractions: Sequence[float] = (1.0,),
     progress: bool = True,
+    radiograph_encoders: Mapping[str, str | os.PathLike] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`run_fold` for every (fraction, initialisation, fold): ``(scores, logs)`` tables.
 
@@ -406,11 +443,14 @@ def cross_validate(
     ``out_dir/<task>/<init>/frac<f>/fold<k>/``; a finished run (a saved run) is read back instead of
     trained again, and a run recorded (``recipe.json``) with another recipe or other images is a
     ``ValueError``. ``scores`` has one row per run; ``logs`` the epoch logs with ``init, fold,
-    fraction`` columns.
+    fraction`` columns. ``radiograph_encoders``: ``radiograph:<label>`` -> its encoder file (the
+    recipe's ``radiograph_weights`` for that initialisation).
     """
     checks.choice("task", task, TASKS)
+    encoders = dict(radiograph_encoders or {})
     for init in inits:
-        checks.choice("init", init, INITIALISATIONS)
+        if check_init(init).startswith("radiograph:") and init not in encoders:
+            raise ValueError(f"initialisation {init!r} has no encoder file in radiograph_encoders ({sorted(encoders)})")
     labels = radiographs.defect_labels(wide)
     folds = folds.reindex(wide.index) if task == "classification" else folds.reindex(labels.index[labels == 1])
     if folds.isna().any():
@@ -422,14 +462,15 @@ def cross_validate(
     rows, logs = [], []
     for fraction, init, fold in tqdm(combos, desc=f"{task} runs", unit="run", disable=not progress):
         run_dir = run_path(out_dir, task, init, fraction, fold)
+        init_recipe = dataclasses.replace(recipe, radiograph_weights=str(encoders[init])) if init in encoders else recipe
         train_ids = training_subset(folds.index[folds != fold], labels, fraction, seed=recipe.seed)
         val_ids = sorted(folds.index[folds == fold])
-        _check_recipe(run_dir, recipe.record(init) | {"train_ids": sorted(map(str, train_ids)),
+        _check_recipe(run_dir, init_recipe.record(init) | {"train_ids": sorted(map(str, train_ids)),
                                                       "val_ids": sorted(map(str, val_ids))})
         if (run_dir / runs.RUN_FILE).is_file() or (run_dir / "scores.json").is_file():
             scores, log = runs.load_run(run_dir, build=False).metrics, train.read_log(run_dir)
         else:
-            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, recipe)
+            scores, log = run_fold(task, init, data_dir, wide, train_ids, val_ids, run_dir, init_recipe)
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
         logs.append(log.assign(init=init, fold=fold, fraction=fraction))
     return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
