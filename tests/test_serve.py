@@ -87,7 +87,8 @@ def unet_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("outputs") / "models" / "unet-resnet18"
     metrics = {"arch": "unet", "backbone": "resnet18", "encoder_weights": "random", "n_train": 51, "n_val": 13,
                "image_size": [128, 256], "epochs_run": 1, "severstal_score": 0.5, "dice_class_1": 0.25,
-               "mean_iou": 0.125, "model_dir": "/somewhere/on/the/server", "postprocessing": TUNED}
+               "mean_iou": 0.125, "model_dir": "/somewhere/on/the/server", "postprocessing": TUNED,
+               "precision": "float32", "precision_rates": {}}  # the precision policy of 03: not a score
     runs.save_run(run_dir, model, settings, metrics)
     return run_dir
 
@@ -148,6 +149,7 @@ def test_model_info_of_a_run_folder_gives_its_training_scores_and_tuned_postproc
     assert info["postprocessing"]["source"] == "run metrics (tuned)"
     assert info["postprocessing"]["thresholds"] == [0.4, 0.6, 0.5, 0.7] and info["postprocessing"]["min_areas"] == [3, 0, 10, 5]
     assert info["training"]["n_train"] == 51 and info["training"]["image_size"] == [128, 256]
+    assert info["training"]["precision"] == "float32" and info["training"]["precision_rates"] == {}
     assert info["scores"] == {"severstal_score": 0.5, "dice_class_1": 0.25, "mean_iou": 0.125}
     assert "/somewhere/on/the/server" not in json.dumps(info)  # no server paths
     assert info["classifier"]["classes"] == ["normal", "defect"] and info["classifier"]["input"]["size"] == [64, 64]
@@ -159,12 +161,13 @@ def test_a_tflite_model_in_a_run_folder_is_described_by_that_run(tflite_model, t
     settings = dict(arch="unet", backbone="resnet18", input_shape=[None, None, 1], classes=2)
     (run_dir / "tflite").mkdir(parents=True)
     files.atomic_write_json(run_dir / runs.RUN_FILE, {"format": 1, "builder": "segmenter", "settings": settings,
-                                                       "metrics": {"n_train": 7, "postprocessing": {"1": {"threshold": 0.3, "min_area": 2},
+                                                       "metrics": {"n_train": 7, "dice_bright": 0.9, "dice_dark": 0.8, "postprocessing": {"1": {"threshold": 0.3, "min_area": 2},
                                                                                                     "2": {"threshold": 0.9, "min_area": 0}}},
                                                        "weights": runs.WEIGHTS_FILE})
     shutil.copy(tflite_model, run_dir / "tflite" / "bright-dark_float32.tflite")  # where notebook 08 writes it
     info = TestClient(serve.create_app(run_dir / "tflite" / "bright-dark_float32.tflite")).get("/model/info").json()
     assert info["architecture"] == "unet" and info["training"] == {"n_train": 7} and info["run"] == "bright-dark"
+    assert info["classes"] == [{"class_id": 1, "name": "bright"}, {"class_id": 2, "name": "dark"}]  # from 03's dice_<name>
     assert info["postprocessing"]["thresholds"] == [0.3, 0.9] and info["postprocessing"]["min_areas"] == [2, 0]
     overridden = TestClient(serve.create_app(run_dir / "tflite" / "bright-dark_float32.tflite", thresholds=[0.5]))
     assert overridden.get("/model/info").json()["postprocessing"] == {

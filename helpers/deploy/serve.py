@@ -24,7 +24,8 @@ Endpoints (JSON unless said otherwise)
 Post-processing
     Per-class thresholds and minimum areas come from ``--threshold``/``--min-area`` when given, else
     from the run's tuned values when present (``run.json`` metrics ``"postprocessing"``:
-    ``{"<ClassId>": {"threshold": t, "min_area": a}}``, the record notebook 04 writes), else 0.5 / 0.
+    ``{"<ClassId>": {"threshold": t, "min_area": a}}``, the shape of notebook 04's record), else 0.5 / 0.
+    Class names: ``--classes``, else the run's per-class ``dice_<name>`` scores (03), else ``class 1..C``.
 
 Requests
     An upload is decoded with :func:`helpers.core.files.decode_grey` (PNG, JPEG, BMP, TIFF; colour
@@ -102,12 +103,26 @@ def _run_beside(path: Path) -> runs.Run | None:
     return None
 
 
+def _is_score(key: str, value: Any) -> bool:
+    """A score of a run's metrics: a known name with a number, or a non-empty mapping of numbers (per-label AUC)."""
+    numbers = (int, float)
+    numeric = (isinstance(value, numbers) and not isinstance(value, bool)) or (
+        isinstance(value, dict) and value and all(isinstance(v, numbers) and not isinstance(v, bool) for v in value.values()))
+    return bool(_SCORE.fullmatch(key)) and bool(numeric)
+
+
 def _split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(training facts, scores)`` of a run's metrics; server paths (``model_dir``) left out."""
-    scores = {key: value for key, value in metrics.items() if _SCORE.fullmatch(key)}
+    scores = {key: value for key, value in metrics.items() if _is_score(key, value)}
     training = {key: value for key, value in metrics.items()
                 if key not in scores and key not in ("model_dir", "postprocessing")}
     return training, scores
+
+
+def _names_from_scores(metrics: dict[str, Any], n_classes: int) -> dict[int, str] | None:
+    """``{ClassId: name}`` from the per-class ``dice_<name>`` scores 03 records (in class order), if there is one per class."""
+    names = [key.removeprefix("dice_") for key, value in metrics.items() if key.startswith("dice_") and _is_score(key, value)]
+    return dict(zip(range(1, n_classes + 1), names)) if len(names) == n_classes else None
 
 
 def _tuned(metrics: dict[str, Any], n_classes: int, where: str) -> tuple[list[float], list[int]] | None:
@@ -172,7 +187,8 @@ class Segmenter:
             thresholds, min_areas = tuned
         self.thresholds = [checks.number("thresholds", t, 0.0, 1.0) for t in _per_class("thresholds", thresholds, self.n_classes)]
         self.min_areas = [checks.integer("min_areas", a, low=0) for a in _per_class("min_areas", min_areas, self.n_classes)]
-        names = class_names or {c: f"class {c}" for c in range(1, self.n_classes + 1)}
+        names = (class_names or (_names_from_scores(self.run.metrics, self.n_classes) if self.run else None)
+                 or {c: f"class {c}" for c in range(1, self.n_classes + 1)})
         if sorted(names) != list(range(1, self.n_classes + 1)):
             raise ValueError(f"class names must cover ClassId 1..{self.n_classes} (the model's outputs); got {sorted(names)}")
         self.class_names = {int(c): str(n) for c, n in names.items()}
