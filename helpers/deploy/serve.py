@@ -65,6 +65,7 @@ from helpers.core import checks, files, severstal, viz
 from helpers.deploy import export, predict
 from helpers.modeling import builders, runs
 from helpers.studies import explain
+from helpers.backend import tf
 
 __all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "Classifier", "Segmenter", "create_app", "load_test", "main"]
 
@@ -153,9 +154,12 @@ class _Locked:
         self.input_size = predictor.input_size
         self.multiple = getattr(predictor, "multiple", 32)
         model = getattr(predictor, "model", None)
-        # a Keras model called directly: model.predict builds a data pipeline per call (tens of ms per image)
-        self._run = ((lambda x: np.asarray(model(x, training=False), dtype=np.float32)) if model is not None
-                     else (lambda x: predictor.predict(x, batch_size=len(x))))
+        if model is None:
+            self._run = lambda x: predictor.predict(x, batch_size=len(x))
+        else:  # one graph for every image size: ~2x faster than eager calls, and no per-call data pipeline of model.predict
+            spec = tf.TensorSpec((None, None, None, model.inputs[0].shape[-1]), tf.float32)
+            graph = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
+            self._run = lambda x: np.asarray(graph(x), dtype=np.float32)
 
     def predict(self, images: np.ndarray, batch_size: int = 1, progress: bool = False) -> np.ndarray:
         with self._lock:
