@@ -7,7 +7,7 @@ The package is layered; each layer imports only the layers below it::
     helpers.data                   datasets, splits, augmentation, input pipeline (imports core, backend)
     helpers.modeling               builders, weight files, losses, metrics, training, runs (imports core, backend)
     helpers.studies                experiments on top of data and modeling
-    helpers.deploy                 export, prediction, report (on top of data and modeling)
+    helpers.deploy                 export, prediction, report, HTTP serving (on top of data, modeling, studies)
 
 ``tests/test_packaging.py`` checks the rule. Import modules explicitly
 (``from helpers.core import rle``); importing a package loads nothing heavy and has no side

@@ -3,6 +3,7 @@
     python3 -m helpers.run                     # smoke profile, every notebook, -> outputs/smoke/
     python3 -m helpers.run --profile cpu --only 00 01 -p data_dir=data/neu-seg
     python3 -m helpers.run --tests             # the test suite (pytest)
+    python3 -m helpers.run --browser           # optional: Debian's chromium + chromium-driver (the browser test)
 
 If the interpreter running this lacks the pinned packages of ``pyproject.toml``, a virtual
 environment ``.venv`` is created (or updated when ``pyproject.toml`` changed) and the command
@@ -15,13 +16,14 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "check_overrides", "execute_notebook", "executed_parameters", "list_notebooks",
-           "load_profile", "main", "notebook_parameters", "run_folder", "run_notebooks"]
+__all__ = ["BROWSER_PACKAGES", "PROJECT_ROOT", "check_overrides", "execute_notebook", "executed_parameters", "install_browser",
+           "list_notebooks", "load_profile", "main", "notebook_parameters", "run_folder", "run_notebooks"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -29,6 +31,7 @@ PROFILES_FILE = NOTEBOOKS_DIR / "profiles.yaml"
 VENV_DIR = PROJECT_ROOT / ".venv"
 STAMP_NAME = ".defect-notebooks-installed"
 BOOTSTRAP_FLAG = "DEFECT_NOTEBOOKS_BOOTSTRAPPED"
+BROWSER_PACKAGES = ("chromium", "chromium-driver")  # Debian's; selenium (the dev extra) drives them in tests/test_serve.py
 
 
 # ---------------------------------------------------------------- environment
@@ -106,6 +109,23 @@ def _enter_environment(mode: str, argv: list[str]) -> None:
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     os.chdir(PROJECT_ROOT)
     os.execve(str(python), [str(python), "-m", "helpers.run", *argv], env)
+
+
+def install_browser() -> int:
+    """Install :data:`BROWSER_PACKAGES` with apt-get when running as root; otherwise print the command. Returns an exit code."""
+    command = ["apt-get", "install", "-y", *BROWSER_PACKAGES]
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        print(f"chromium and chromedriver are installed: {shutil.which('chromium')}, {shutil.which('chromedriver')}")
+        return 0
+    if shutil.which("apt-get") is None:
+        print(f"no apt-get here: install Chromium and its chromedriver with this system's package manager "
+              f"(Debian: {' '.join(command)}); the browser test skips without them", file=sys.stderr)
+        return 1
+    if os.geteuid() != 0:
+        print(f"run as root: sudo apt-get update && sudo {' '.join(command)}", file=sys.stderr)
+        return 1
+    subprocess.run(["apt-get", "update"], check=False)
+    return subprocess.call(command, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
 
 # ---------------------------------------------------------------- notebooks
@@ -352,6 +372,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", default="auto", choices=("auto", "current", "venv"), help="auto: use this interpreter if it has the pinned packages, else .venv")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     parser.add_argument("--list", action="store_true", help="list notebooks and profiles, then exit")
+    parser.add_argument("--browser", action="store_true",
+                        help="install Debian's chromium + chromium-driver for the browser test (apt-get, as root), then exit")
     parser.add_argument("--tests", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS", help="run the test suite (pytest) with optional arguments")
     return parser
 
@@ -363,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Notebooks:", *[f"  {nb.stem}" for nb in list_notebooks()], sep="\n")
         print("Profiles are defined in", PROFILES_FILE)
         return 0
+    if args.browser:
+        return install_browser()
     _enter_environment(args.env, argv)
     if args.tests is not None:
         return subprocess.call([sys.executable, "-m", "pytest", *args.tests], cwd=PROJECT_ROOT)

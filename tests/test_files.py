@@ -181,3 +181,23 @@ def test_recover_folder_repairs_a_kill_during_the_swap(tmp_path, final_present):
     files.recover_folder(final)
     assert (final / "train.csv").read_text() == ("new" if final_present else "old")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decode_grey_reads_bytes_like_read_grey_and_tells_problems_apart(tmp_path):
+    image = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
+    path = files.write_image(tmp_path / "a.png", np.dstack([image] * 3))
+    np.testing.assert_array_equal(files.decode_grey(path.read_bytes(), "a.png"), files.read_grey(path))
+    bomb = _png_declaring(tmp_path / "bomb.png", 100, 100).read_bytes()
+    cmyk = tmp_path / "c.tif"
+    Image.fromarray(image).convert("CMYK").save(cmyk)
+    cases = {
+        "unreadable": (b"not an image", {}), "too_large": (bomb, {"max_pixels": 9_999}),
+        "corrupt": (path.read_bytes()[: path.stat().st_size // 2], {}), "mode": (cmyk.read_bytes(), {}),
+    }
+    for kind, (data, options) in cases.items():
+        with pytest.raises(files.ImageError, match="'up.png'") as info:
+            files.decode_grey(data, "up.png", **options)
+        assert info.value.kind == kind and isinstance(info.value, ValueError)
+    with pytest.raises(files.ImageError, match=r"48x64 \(HxW\), larger than the model input 32x64"):
+        files.decode_grey(path.read_bytes(), "up.png", max_size=(32, 64))

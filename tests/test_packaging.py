@@ -54,7 +54,7 @@ ALLOWED_IMPORTS = {
     "data": {"core", "backend"},
     "modeling": {"core", "backend"},
     "studies": {"core", "backend", "data", "modeling"},
-    "deploy": {"core", "backend", "data", "modeling"},
+    "deploy": {"core", "backend", "data", "modeling", "studies"},  # serve: Grad-CAM of helpers.studies.explain
     "backend": set(),
     "run": {"core"},
 }

@@ -26,6 +26,8 @@ __all__ = [
     "swap_folder",
     "atomic_write_text",
     "content_hash",
+    "decode_grey",
+    "ImageError",
     "image_header",
     "image_size",
     "inside",
@@ -43,6 +45,19 @@ __all__ = [
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default bomb limit (about 9459x9459), applied to every image we open
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+GREY_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", *SIXTEEN_BIT_MODES)  # the pixel formats read_grey converts
+DECODED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # what decode_grey opens (the formats of IMAGE_SUFFIXES)
+IMAGE_ERROR_KINDS = ("unreadable", "too_large", "corrupt", "mode")
+
+
+class ImageError(ValueError):
+    """A ``ValueError`` about one image; ``kind`` is one of :data:`IMAGE_ERROR_KINDS`: not an image
+    (``unreadable``), over a pixel limit (``too_large``), damaged pixel data (``corrupt``), or a pixel
+    format with no grey conversion (``mode``)."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -138,6 +153,19 @@ def inside(root: str | os.PathLike, relative: str, what: str = "path") -> Path:
     return Path(root) / relative
 
 
+def _check_pixels(image: Image.Image, where: str, max_pixels: int, max_size: tuple[int, int] | None = None) -> None:
+    """Refuse (``ImageError`` ``too_large``) an image whose header declares more than ``max_pixels`` or exceeds ``max_size``."""
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageError(f"refusing image {where}: its header declares {height}x{width} pixels (HxW), more than "
+                         f"the limit of {max_pixels:,} (a decompression bomb, or an image to tile first)", "too_large")
+    if max_size is not None and (height > max_size[0] or width > max_size[1]):
+        image.close()
+        raise ImageError(f"refusing image {where}: it is {height}x{width} (HxW), larger than the model input "
+                         f"{max_size[0]}x{max_size[1]}", "too_large")
+
+
 def _open(path: Path) -> Image.Image:
     """Open an image's header; ``ValueError`` naming the file for non-images and decompression bombs."""
     if not path.is_file():
@@ -145,14 +173,10 @@ def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as err:
-        raise ValueError(f"refusing image {path}: {err}") from None
+        raise ImageError(f"refusing image {path}: {err}", "too_large") from None
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        image.close()
-        raise ValueError(f"refusing image {path}: its header declares {height}x{width} pixels (HxW), more than "
-                         f"the limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb, or an image to tile first)")
+        raise ImageError(f"cannot read image {path}: {err}", "unreadable") from None
+    _check_pixels(image, str(path), MAX_IMAGE_PIXELS)
     return image
 
 
@@ -188,33 +212,62 @@ def sixteen_to_eight_bits(array: np.ndarray) -> np.ndarray:
     return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
+def _grey(image: Image.Image, where: str) -> np.ndarray:
+    """Decode an opened image to a uint8 ``(H, W)`` grey array (the rules of :func:`read_grey`)."""
+    if image.format == "JPEG" and image.mode == "RGB":
+        image.draft("L", image.size)  # let libjpeg decode luma only: same pixels, about 2x faster
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"corrupt or truncated image {where}: {err}", "corrupt") from None
+    if image.mode not in GREY_MODES:
+        raise ImageError(f"unsupported image mode {image.mode!r} in {where}; readable: {', '.join(GREY_MODES)}", "mode")
+    if image.mode in SIXTEEN_BIT_MODES:
+        try:
+            return sixteen_to_eight_bits(np.asarray(image))
+        except ValueError as err:
+            raise ImageError(f"{where}: {err}", "mode") from None
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"))
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return np.ascontiguousarray(rgb[..., 0])
+    return np.asarray(image.convert("L"))
+
+
 def read_grey(path: str | os.PathLike) -> np.ndarray:
     """Read an image as a uint8 ``(H, W)`` grey array (colour is converted with ITU-R 601 luma).
 
     Grey images stored as 3 identical channels (as in Severstal and NEU-Seg) come back exactly;
     JPEGs are decoded straight to luma by libjpeg. 16-bit grey images go through
     :func:`sixteen_to_eight_bits` (the full 0..65535 range onto 0..255, the same for every image).
+    Problems are :class:`ImageError` (a ``ValueError``) naming the file.
     """
     path = Path(path)
     with _open(path) as image:
-        if image.format == "JPEG" and image.mode == "RGB":
-            image.draft("L", image.size)  # let libjpeg decode luma only: same pixels, about 2x faster
-        try:
-            image.load()
-        except OSError as err:
-            raise ValueError(f"corrupt or truncated image {path}: {err}") from None
-        if image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", *SIXTEEN_BIT_MODES):
-            if image.mode in SIXTEEN_BIT_MODES:
-                try:
-                    return sixteen_to_eight_bits(np.asarray(image))
-                except ValueError as err:
-                    raise ValueError(f"{path}: {err}") from None
-            if image.mode in ("RGB", "RGBA"):
-                rgb = np.asarray(image.convert("RGB"))
-                if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-                    return np.ascontiguousarray(rgb[..., 0])
-            return np.asarray(image.convert("L"))
-        raise ValueError(f"unsupported image mode {image.mode!r} in {path}")
+        return _grey(image, str(path))
+
+
+def decode_grey(data: bytes, name: str = "upload", max_pixels: int = MAX_IMAGE_PIXELS,
+                max_size: tuple[int, int] | None = None) -> np.ndarray:
+    """:func:`read_grey` of an image file's bytes (e.g. an upload): a uint8 ``(H, W)`` array.
+
+    Only :data:`DECODED_FORMATS` are opened. The header is checked before any pixel is decoded:
+    more than ``max_pixels`` pixels, or larger than ``max_size = (H, W)``, is refused. Problems are
+    :class:`ImageError` naming ``name``, whose ``kind`` tells them apart.
+    """
+    where = repr(name)
+    if not data:
+        raise ImageError(f"cannot read image {where}: the file is empty", "unreadable")
+    try:
+        image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"refusing image {where}: {err}", "too_large") from None
+    except (UnidentifiedImageError, OSError):
+        raise ImageError(f"cannot read image {where}: not an image file of a readable format "
+                         f"({', '.join(DECODED_FORMATS)})", "unreadable") from None
+    _check_pixels(image, where, max_pixels, max_size)
+    with image:
+        return _grey(image, where)
 
 
 def read_label_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:

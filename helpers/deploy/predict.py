@@ -47,8 +47,8 @@ from helpers.deploy import export
 from helpers.modeling import builders, postprocess
 from helpers.backend import keras, tf
 
-__all__ = ["KerasPredictor", "Split", "eval_dataset", "load_predictor", "main", "predict_dataset", "predict_folder", "read_split",
-           "split_shape"]
+__all__ = ["KerasPredictor", "Split", "eval_dataset", "load_predictor", "main", "predict_dataset", "predict_folder", "predict_image",
+           "read_split", "split_shape"]
 
 SUBMISSION_NAME = "submission.csv"
 OVERLAYS_DIR = "overlays"
@@ -203,6 +203,37 @@ def predict_folder(
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return wide
+
+
+def predict_image(
+    predictor,
+    image: np.ndarray,
+    thresholds: float | Sequence[float] = 0.5,
+    min_areas: int | Sequence[int] = 0,
+    flips: Sequence[str] = (),
+    name: str = "image",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs (H, W, C) float32, masks (H, W, C) uint8)`` of one uint8 ``(H, W)`` grey image.
+
+    As :func:`predict_folder` does for each image: zero-padded for ``predictor`` (a
+    :func:`load_predictor` result), predicted (averaged over ``flips``), cropped back, thresholded
+    per class with small components removed. ``name`` appears in errors.
+    """
+    flips = tuple(checks.choice("flips", flip, ("horizontal", "vertical")) for flip in flips)
+    thresholds = _values("thresholds", thresholds, lambda key, v: checks.number(key, v, 0.0, 1.0))
+    min_areas = _values("min_areas", min_areas, lambda key, v: checks.integer(key, v, low=0))
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image {name} must be grey (H, W); got shape {image.shape}")
+    height, width = _target_size(predictor, [image.shape], [name])
+    batch = np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1])))[None, ..., None].astype(np.float32)
+    probs = postprocess.flip_tta(lambda x: predictor.predict(x, batch_size=len(x)), batch, flips=flips)
+    if probs.ndim != 4:
+        raise ValueError(f"the model outputs shape {probs.shape}, not (N, H, W, classes) masks: use a segmentation model")
+    n_classes = probs.shape[-1]
+    prob = probs[0, : image.shape[0], : image.shape[1]]
+    masks = postprocess.apply(prob, _per_class("thresholds", thresholds, n_classes), _per_class("min_areas", min_areas, n_classes))
+    return prob, masks
 
 
 # ------------------------------------------------------------------ a split of a dataset
