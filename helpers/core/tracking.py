@@ -257,15 +257,17 @@ class RunTracker:
             self.uri = local
         from mlflow.tracking import MlflowClient
 
-        if self.uri == local:
-            (self.outputs_root / STORE_DIR).mkdir(parents=True, exist_ok=True)
+        artifacts = (self.outputs_root / STORE_DIR / "artifacts").resolve().as_uri() if self.uri == local else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # SQLAlchemy's, inside MLflow's store
+            if artifacts and not (self.outputs_root / STORE_DIR / "mlflow.db").is_file():
+                (self.outputs_root / STORE_DIR).mkdir(parents=True, exist_ok=True)
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                SqlAlchemyStore(self.uri, artifacts)  # a new store: its Default experiment's artifacts beside it too
             client = MlflowClient(tracking_uri=self.uri)
             found = client.get_experiment_by_name(self.experiment)
             if found is None:
-                artifacts = ((self.outputs_root / STORE_DIR / "artifacts").resolve().as_uri()
-                             if self.uri == local else None)
                 try:
                     self._experiment_id = client.create_experiment(self.experiment, artifact_location=artifacts)
                 except Exception:  # created meanwhile by another runner
@@ -310,7 +312,7 @@ class RunTracker:
         metrics = flatten_metrics(_read_json(run_dir / metrics_file)) if metrics_file in written else {}
         self._log(run_id, params=flatten_params(parameters), metrics={**metrics, "notebook_seconds": seconds})
         for path in (executed, executed.with_suffix(".kernel.log")):
-            if path.is_file():
+            if path.is_file() and path.stat().st_size:
                 client.log_artifact(run_id, str(path), "notebook")
         for relative in written:
             if relative == metrics_file or relative == "report.html" or relative.startswith("figures/"):
