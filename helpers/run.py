@@ -5,6 +5,10 @@
     python3 -m helpers.run --tests             # the test suite (pytest)
     python3 -m helpers.run --browser           # optional: Debian's chromium + chromium-driver (the browser test)
 
+Every call is tracked in MLflow (:mod:`helpers.core.tracking`): one parent run per call, one child
+run per notebook, in ``outputs/mlruns`` or ``$MLFLOW_TRACKING_URI``; ``--no-track`` or
+``DEFECT_TRACKING=0`` turns it off.
+
 If the interpreter running this lacks the pinned packages of ``pyproject.toml``, a virtual
 environment ``.venv`` is created (or updated when ``pyproject.toml`` changed) and the command
 re-runs itself inside it. This module imports only the standard library at import time.
@@ -291,6 +295,7 @@ def run_notebooks(
     progress: bool = True,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     root: Path = PROJECT_ROOT,
+    track: bool = True,
 ) -> Path:
     """Execute notebooks in order with papermill; return ``outputs/<run>/``.
 
@@ -301,36 +306,73 @@ def run_notebooks(
     and ``run.json`` (profile; per notebook its status, time and parameters), updated after every
     notebook; a later run of some notebooks into the same folder and profile replaces their entries.
     Stops at the first failing notebook, printing its error; raises ``RuntimeError``.
+
+    ``track``: record the call in MLflow (:class:`helpers.core.tracking.RunTracker`: experiment =
+    the run folder's name, a parent run, a child run per notebook, FAILED for a failed one);
+    ``DEFECT_TRACKING=0`` turns it off too. A tracking problem only warns.
     """
     import papermill
 
     profile = load_profile(profile_name, notebooks_dir)
     run_dir = run_folder(Path(outputs_root or PROJECT_ROOT / "outputs"), run_name or profile_name)
     notebooks = list_notebooks(only, notebooks_dir)
-    declared = {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
+    inspected = {nb.stem: papermill.inspect_notebook(str(nb)) for nb in notebooks}
+    declared = {stem: set(names) for stem, names in inspected.items()}
     check_overrides(overrides or {}, declared)
     record = _RunRecord(run_dir / "run.json", profile_name)  # a broken run.json stops us before anything is written
     executed_dir = run_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
+    tracker = _tracker(track, run_dir, profile_name, notebooks, overrides or {})
     overrides = {**(overrides or {}), "output_dir": str(run_dir.resolve()), "profile": profile_name}
-    for index, notebook in enumerate(notebooks, start=1):
-        params = notebook_parameters(profile, notebook.stem, declared[notebook.stem], overrides, root)
-        executed = executed_dir / notebook.name
-        print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
-        started = time.perf_counter()
-        try:
-            execute_notebook(notebook, executed, params, progress=progress)
-        except Exception as err:  # papermill wraps cell errors; report and stop
-            record.add(notebook.stem, "failed", time.perf_counter() - started, params)
-            message = _report_failure(err, executed)
-            print(message, file=sys.stderr, flush=True)
-            raise RuntimeError(message) from None
-        seconds = time.perf_counter() - started
-        record.add(notebook.stem, "ok", seconds, params)
-        print(f"    done in {seconds:.1f} s -> {executed}", flush=True)
+    with tracker:
+        for index, notebook in enumerate(notebooks, start=1):
+            params = notebook_parameters(profile, notebook.stem, declared[notebook.stem], overrides, root)
+            every = {**_defaults(inspected[notebook.stem]), **params}  # what the notebook ran with, for tracking
+            executed = executed_dir / notebook.name
+            print(f"[{index}/{len(notebooks)}] {notebook.stem}  ({profile_name} profile)", flush=True)
+            tracker.begin()
+            started = time.perf_counter()
+            try:
+                execute_notebook(notebook, executed, params, progress=progress)
+            except Exception as err:  # papermill wraps cell errors; report and stop
+                seconds = time.perf_counter() - started
+                record.add(notebook.stem, "failed", seconds, params)
+                tracker.end(notebook.stem, "failed", seconds, every, executed)
+                message = _report_failure(err, executed)
+                print(message, file=sys.stderr, flush=True)
+                raise RuntimeError(message) from None
+            seconds = time.perf_counter() - started
+            record.add(notebook.stem, "ok", seconds, params)
+            tracker.end(notebook.stem, "ok", seconds, every, executed)
+            print(f"    done in {seconds:.1f} s -> {executed}", flush=True)
     total = sum(entry["seconds"] for entry in record.entries if entry["name"] in {nb.stem for nb in notebooks})
     print(f"All {len(notebooks)} notebook(s) ran in {total:.0f} s. Outputs: {run_dir}", flush=True)
     return run_dir
+
+
+def _defaults(inspected: dict) -> dict:
+    """A notebook's parameter defaults from :func:`papermill.inspect_notebook` (source text where not a literal)."""
+    import ast
+
+    defaults = {}
+    for name, spec in inspected.items():
+        try:
+            defaults[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError, TypeError, KeyError):
+            defaults[name] = spec.get("default")
+    return defaults
+
+
+def _tracker(track: bool, run_dir: Path, profile_name: str, notebooks: list[Path], overrides: dict):
+    """The MLflow runs of this call (inert when tracking is off): experiment = the run folder's name."""
+    from helpers.core import tracking
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    params = {"profile": profile_name, "notebooks": " ".join(nb.stem for nb in notebooks),
+              **{f"override.{name}": value for name, value in overrides.items()}}
+    return tracking.RunTracker(run_dir, run_dir.parent, experiment=run_dir.name, run_name=f"{run_dir.name} {stamp}",
+                               params=params, tags={"run_dir": str(run_dir.resolve()), "profile": profile_name},
+                               enabled=tracking.tracking_enabled(track))
 
 
 class _RunRecord:
@@ -371,6 +413,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter (repeatable)")
     parser.add_argument("--env", default="auto", choices=("auto", "current", "venv"), help="auto: use this interpreter if it has the pinned packages, else .venv")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    parser.add_argument("--no-track", action="store_true",
+                        help="do not record the run in MLflow (default: outputs/mlruns, or $MLFLOW_TRACKING_URI)")
     parser.add_argument("--list", action="store_true", help="list notebooks and profiles, then exit")
     parser.add_argument("--browser", action="store_true",
                         help="install Debian's chromium + chromium-driver for the browser test (apt-get, as root), then exit")
@@ -392,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call([sys.executable, "-m", "pytest", *args.tests], cwd=PROJECT_ROOT)
     try:
         overrides = _parse_overrides(args.param)
-        run_notebooks(args.profile, args.only, args.run_name, overrides, progress=not args.no_progress)
+        run_notebooks(args.profile, args.only, args.run_name, overrides, progress=not args.no_progress,
+                      track=not args.no_track)
     except (RuntimeError, ValueError) as err:
         if isinstance(err, ValueError):
             print(f"error: {err}", file=sys.stderr)

@@ -13,6 +13,15 @@ def _no_downloads():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_tracking():
+    """No test writes an MLflow store (``outputs/mlruns``) unless it turns tracking on (tests/test_tracking.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEFECT_TRACKING", "0")  # tracking.ENABLE_ENV
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # tracking.URI_ENV: never a real server
+        yield
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """``m.h5`` and ``m.keras`` of a model whose Lambda writes ``marker`` when it runs, and

@@ -94,7 +94,7 @@ def test_every_package_lists_its_modules_in_all():
 def test_importing_the_packages_and_the_numpy_modules_loads_no_keras():
     packages = [m for m in helpers_modules() if (ROOT / m.replace(".", "/") / "__init__.py").is_file()]
     numpy_only = ["helpers.core.rle", "helpers.core.severstal", "helpers.core.files", "helpers.core.viz",
-                  "helpers.core.outputs", "helpers.data.synth.steel", "helpers.data.synth.chest", "helpers.data.synth.weld",
+                  "helpers.core.outputs", "helpers.core.tracking", "helpers.data.synth.steel", "helpers.data.synth.chest", "helpers.data.synth.weld",
                   "helpers.data.convert", "helpers.data.audit", "helpers.data.eda", "helpers.data.splits",
                   "helpers.data.radiographs", "helpers.data.augment", "helpers.modeling.losses",
                   "helpers.modeling.metrics", "helpers.modeling.postprocess", "helpers.studies.rle_benchmark",

@@ -1,4 +1,4 @@
-"""Formats and plumbing every other part uses: RLE, the Severstal layout, files, argument checks, output folders, plots.
+"""Formats and plumbing every other part uses: RLE, the Severstal layout, files, argument checks, output folders, plots, MLflow tracking.
 
 Imports nothing else of :mod:`helpers`.
 """
@@ -9,5 +9,6 @@ __all__ = [
     "outputs",
     "rle",
     "severstal",
+    "tracking",
     "viz",
 ]
