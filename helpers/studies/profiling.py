@@ -200,7 +200,7 @@ def _pipeline_rate_child(arguments: str) -> None:
     from helpers.data import tf_augment
 
     wide = severstal.read_dataset(options["dataset_dir"])
-    recipe = tf_augment.train_augment(crop_size=options["crop_size"])
+    recipe = tf_augment.train_augment(crop_size=options["crop_size"], resize_to=options["resize_to"])
     batching = pipeline.Batching(options["batch_size"], training=True, seed=options["seed"], repeat=True)
     data = pipeline.make_dataset(options["dataset_dir"], list(wide.index), wide, batching, transforms=recipe, check=False,
                                  progress=False, augment_engine=options["engine"])
@@ -215,7 +215,8 @@ def _pipeline_rate_child(arguments: str) -> None:
 def pipeline_scaling(
     dataset_dir: str | os.PathLike,
     crop_size: Sequence[int] = (256, 512),
-    cores: Sequence[int] = (1, 2),
+    resize_to: Sequence[int] | None = None,
+    cores: Sequence[int] | None = None,
     engines: Sequence[str] = ("albumentations", "tf"),
     batch_size: int = 8,
     n_batches: int = 60,
@@ -225,7 +226,8 @@ def pipeline_scaling(
 ) -> list[dict[str, Any]]:
     """Training-pipeline images/s (``crop_size`` crops with the full augmentation) per engine and core count.
 
-    Each figure comes from a fresh Python process pinned to the first ``n`` CPUs of this one
+    Every image of ``dataset_dir`` is used (resized first to ``resize_to`` if given). ``cores``:
+    default 1 and 2 (1 alone on a one-core machine). Each figure comes from a fresh Python process pinned to the first ``n`` CPUs of this one
     (``sched_setaffinity`` before it starts, TensorFlow's intra/inter-op pools set to ``n``), which
     times ``n_batches`` batches of ``pipeline.make_dataset(..., repeat=True)`` after ``warmup``.
     Rows ``{"engine", "cores", "images_per_s", "speedup", "cpu_ms_per_image"}`` (speedup over the engine's
@@ -233,14 +235,16 @@ def pipeline_scaling(
     A benchmark: run it on an otherwise idle machine.
     """
     available = sorted(os.sched_getaffinity(0))
+    cores = sorted({1, min(2, len(available))}) if cores is None else cores
     counts = [checks.integer("cores", n, low=1, high=len(available)) for n in cores]
     crop = list(checks.size("crop_size", crop_size))
+    resize = None if resize_to is None else list(checks.size("resize_to", resize_to))
     rows: list[dict[str, Any]] = []
     for engine in engines:
         checks.choice("engines", engine, pipeline.ENGINES[1:])
         first = None
         for n in counts:
-            arguments = json.dumps({"dataset_dir": str(dataset_dir), "crop_size": crop, "batch_size": checks.positive_int("batch_size", batch_size),
+            arguments = json.dumps({"dataset_dir": str(dataset_dir), "crop_size": crop, "resize_to": resize, "batch_size": checks.positive_int("batch_size", batch_size),
                                     "n_batches": checks.positive_int("n_batches", n_batches), "warmup": int(warmup), "seed": int(seed), "engine": engine})
             code = f"from helpers.studies import profiling; profiling._pipeline_rate_child({arguments!r})"
             cpus = set(available[:n])
