@@ -117,11 +117,12 @@ def test_augment_runs_equals_augment_pair(strips, crop):
     for (image_id, row), seed in zip(wide.iterrows(), range(6)):
         path = str(folder / "train_images" / image_id)
         image, masks = files.read_grey(path), severstal.decode_masks(row)
-        pixels, kinds = tf_augment.run_pixels(*_runs(row, classes))
+        runs = _runs(row, classes)
+        pixels, _ = tf_augment.run_pixels(*runs)
         expected = tf_augment.augment_pair(recipe, tf.constant(image), tf.constant(masks), tf.constant([3, seed], tf.int64),
                                            defect_pixels=pixels)
         for source in (tf.io.read_file(path), tf.constant(image)):  # encoded (the pipeline) or decoded (its cache)
-            got = tf_augment.augment_runs(recipe, source, tf.constant([64, 256]), pixels, kinds, len(classes),
+            got = tf_augment.augment_runs(recipe, source, tf.constant([64, 256]), *runs, len(classes),
                                           tf.constant([3, seed], tf.int64), path=path)
             np.testing.assert_array_equal(got[0].numpy(), expected[0].numpy())
             np.testing.assert_array_equal(got[1].numpy(), expected[1].numpy())
@@ -177,7 +178,7 @@ def test_same_seed_same_output_and_ranges(strips):
     others = [_pair(recipe, image, masks, [5, s]) for s in range(10, 14)] + [_pair(recipe, image, masks, [6, 9])]
     assert all(not np.array_equal(o[0], first[0]) for o in others)
     for out_image, out_masks in [first, *others]:
-        assert out_image.dtype == np.float32 and out_masks.dtype == np.uint8
+        assert out_image.dtype == np.float32 and out_masks.dtype == np.float32
         assert out_image.min() >= 0 and out_image.max() <= 255 and np.array_equal(out_image, np.round(out_image))
         assert set(np.unique(out_masks)) <= {0, 1}
 

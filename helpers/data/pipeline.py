@@ -456,11 +456,10 @@ def _graph_dataset(
     def element(item, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         index, image = item if cache else (item, tf.io.read_file(path_table[item]))
         low, high = splits_t[index], splits_t[index + 1]
-        pixels, kinds = tf_augment.run_pixels(begins_t[low:high], ends_t[low:high], kinds_t[low:high])
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(draw, tf.int64)])
-        image, masks = tf_augment.augment_runs(recipe, image, shapes[index], pixels, kinds, n_classes, key, path=path_table[index])
-        image = tf.ensure_shape(image[..., None], (height, width, 1))
-        return image, tf.ensure_shape(tf.cast(masks, tf.float32), (height, width, n_classes))
+        image, masks = tf_augment.augment_runs(recipe, image, shapes[index], begins_t[low:high], ends_t[low:high], kinds_t[low:high],
+                                               n_classes, key, path=path_table[index])
+        return tf.ensure_shape(image[..., None], (height, width, 1)), tf.ensure_shape(masks, (height, width, n_classes))
 
     items = None
     if cache:  # decoded once (in parallel), kept in memory; shuffled with the same order as indices would be

@@ -32,8 +32,10 @@ can differ by one grey level (Pillow keeps their high byte); TIFF is not decoded
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from helpers.core import checks
 from helpers.backend import tf
@@ -55,6 +57,7 @@ __all__ = [
 TF_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # image files tf.io decodes
 
 _SHIFT, _SCALE, _DEGREES, _BRIGHTNESS, _CONTRAST = 0.0625, 0.1, 10.0, 0.2, 0.2
+_MAX_CLASSES = 31  # masks travel packed as the bits of one int32 plane
 
 
 def _optional_size(name: str, value: Sequence[int] | None) -> tuple[int, int] | None:
@@ -211,20 +214,59 @@ def run_pixels(begins: tf.Tensor, ends: tf.Tensor, classes: tf.Tensor) -> tuple[
     return pixels.flat_values, (tf.zeros_like(pixels, tf.int64) + tf.cast(classes, tf.int64)[:, None]).flat_values
 
 
+def _packed_window(pixels: tf.Tensor, classes: tf.Tensor, height: tf.Tensor,
+                   window: tuple[tf.Tensor, tf.Tensor, int | tf.Tensor, int | tf.Tensor]) -> tf.Tensor:
+    """int32 ``(h, w)`` plane of the ``window = (y0, x0, h, w)``: bit ``k`` set where class ``k`` is (zero outside the image)."""
+    y0, x0, h, w = (tf.cast(v, tf.int64) for v in window)
+    height = tf.cast(height, tf.int64)
+    rows, columns = pixels % height - y0, pixels // height - x0
+    inside = (rows >= 0) & (rows < h) & (columns >= 0) & (columns < w)
+    flat = tf.where(inside, rows * w + columns, h * w)  # outside: one spare slot, dropped
+    bits = tf.bitwise.left_shift(tf.ones_like(flat, tf.int32), tf.cast(classes, tf.int32))
+    plane = tf.scatter_nd(flat[:, None], bits, tf.reshape(h * w + 1, [1]))  # distinct bits add up to their OR
+    return tf.reshape(plane[:-1], tf.stack([h, w]))
+
+
+def _pack(masks: tf.Tensor, n_classes: int) -> tf.Tensor:
+    """int32 ``(H, W)`` plane of uint8 0/1 ``masks (H, W, C)``: bit ``k`` = class ``k``."""
+    weights = tf.bitwise.left_shift(tf.ones([n_classes], tf.int32), tf.range(n_classes))
+    return tf.reduce_sum(tf.cast(masks, tf.int32) * weights, axis=-1)
+
+
+def _unpack(plane: tf.Tensor, n_classes: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """0/1 ``(H, W, C)`` masks of ``dtype`` from a packed ``(H, W)`` plane (a table look-up for up to 8 classes)."""
+    if n_classes <= 8:
+        table = ((np.arange(2 ** n_classes)[:, None] >> np.arange(n_classes)) & 1).astype(dtype.as_numpy_dtype)
+        return tf.gather(tf.constant(table), plane)
+    return tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(plane[..., None], tf.range(n_classes)), 1), dtype)
+
+
+def _check_classes(n_classes: int) -> None:
+    if not 1 <= n_classes <= _MAX_CLASSES:
+        raise ValueError(f"the TF engine packs masks as bits of an int32: 1..{_MAX_CLASSES} classes, got {n_classes}")
+
+
 def rasterise(pixels: tf.Tensor, classes: tf.Tensor, height: tf.Tensor, n_classes: int,
               window: tuple[tf.Tensor, tf.Tensor, int | tf.Tensor, int | tf.Tensor]) -> tf.Tensor:
     """uint8 0/1 masks ``(h, w, C)`` of the ``window = (y0, x0, h, w)`` from run pixels (:func:`run_pixels`) of an image ``height`` rows high.
 
     The window may reach past the image (zero there, as padding); only run pixels are written,
-    straight in row-major order, so the cost follows the defect area plus the window size.
+    so the cost follows the defect area plus the window size.
     """
+    return _dense_window(pixels, classes, height, n_classes, window, tf.uint8)
+
+
+def _dense_window(pixels: tf.Tensor, classes: tf.Tensor, height: tf.Tensor, n_classes: int,
+                  window: tuple[tf.Tensor, tf.Tensor, int | tf.Tensor, int | tf.Tensor], dtype: tf.DType) -> tf.Tensor:
+    """0/1 ``(h, w, C)`` masks of ``dtype`` of the window, written straight in row-major order (no packing)."""
     y0, x0, h, w = (tf.cast(v, tf.int64) for v in window)
     height = tf.cast(height, tf.int64)
     rows, columns = pixels % height - y0, pixels // height - x0
     inside = (rows >= 0) & (rows < h) & (columns >= 0) & (columns < w)
-    flat = tf.boolean_mask((rows * w + columns) * n_classes + classes, inside)
-    masks = tf.scatter_nd(flat[:, None], tf.ones_like(flat, tf.uint8), tf.reshape(h * w * n_classes, [1]))
-    return tf.reshape(masks, tf.stack([h, w, tf.constant(n_classes, tf.int64)]))
+    size = h * w * n_classes
+    flat = tf.where(inside, (rows * w + columns) * n_classes + tf.cast(classes, tf.int64), size)  # outside: a spare slot
+    masks = tf.scatter_nd(flat[:, None], tf.ones_like(flat, dtype), tf.reshape(size + 1, [1]))
+    return tf.reshape(masks[:-1], tf.stack([h, w, tf.constant(n_classes, tf.int64)]))
 
 
 def masks_from_runs(begins: tf.Tensor, ends: tf.Tensor, classes: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
@@ -240,12 +282,14 @@ def masks_from_runs(begins: tf.Tensor, ends: tf.Tensor, classes: tf.Tensor, heig
 # ----------------------------------------------------------------------------- augmentation
 
 
-def _resize(image: tf.Tensor, masks: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """Area-resized image ``(h, w)`` (rounded) and nearest-resized masks ``(h, w, C)``, picking pixels as OpenCV does."""
+def _resize(image: tf.Tensor, plane: tf.Tensor | None, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Area-resized image ``(h, w)`` (rounded) and nearest-resized mask plane ``(h, w)``, picking pixels as OpenCV does."""
     resized = tf.image.resize(tf.cast(image, tf.float32)[..., None], size, method="area", antialias=False)[..., 0]
     image = tf.cast(tf.clip_by_value(tf.floor(resized + 0.5), 0.0, 255.0), tf.uint8)
-    masks = tf.raw_ops.ResizeNearestNeighbor(images=masks[None], size=size, align_corners=False, half_pixel_centers=False)[0]
-    return image, masks
+    if plane is not None:
+        plane = tf.raw_ops.ResizeNearestNeighbor(images=plane[None, ..., None], size=size, align_corners=False,
+                                                 half_pixel_centers=False)[0, ..., 0]
+    return image, plane
 
 
 def _pad_bottom_right(values: tf.Tensor, height: int, width: int) -> tf.Tensor:
@@ -255,19 +299,24 @@ def _pad_bottom_right(values: tf.Tensor, height: int, width: int) -> tf.Tensor:
     return tf.pad(values, [[0, extra_h], [0, extra_w], [0, 0]])
 
 
-def _crop_origin(shape: tf.Tensor, crop: tuple[int, int], defect_p: float, seed: tf.Tensor,
-                 rows: tf.Tensor, columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Top-left ``(y0, x0)`` of a ``crop`` of an image of ``shape`` (padded), over defect pixel ``(rows[i], columns[i])`` with probability ``defect_p``."""
+def _crop_origin(shape: tf.Tensor, crop: tuple[int, int], defect_p: float, seed: tf.Tensor, count: tf.Tensor,
+                 defect_at: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-left ``(y0, x0)`` of a ``crop`` of an image of (padded) ``shape``.
+
+    With probability ``defect_p`` (when ``count > 0``) the window holds defect pixel number
+    ``floor(u * count)``, ``(row, column) = defect_at(number)``, anywhere inside it (as
+    ``CropNonEmptyMaskIfExists``); otherwise it is uniform.
+    """
     draws = tf.random.stateless_uniform([4], seed)
     room_h, room_w = tf.cast(shape[0], tf.int32) - crop[0], tf.cast(shape[1], tf.int32) - crop[1]
-    count = tf.shape(rows)[0]
+    count = tf.cast(count, tf.int64)
 
-    def over_defect() -> tuple[tf.Tensor, tf.Tensor]:  # CropNonEmptyMaskIfExists: the pixel lands anywhere in the window
-        pick = tf.minimum(tf.cast(draws[1] * tf.cast(count, tf.float32), tf.int32), count - 1)
+    def over_defect() -> tuple[tf.Tensor, tf.Tensor]:
+        pick = tf.minimum(tf.cast(draws[1] * tf.cast(count, tf.float32), tf.int64), count - 1)
+        y, x = defect_at(pick)
         dy = tf.minimum(tf.cast(draws[3] * crop[0], tf.int32), crop[0] - 1)
         dx = tf.minimum(tf.cast(draws[2] * crop[1], tf.int32), crop[1] - 1)
-        y, x = tf.cast(rows[pick], tf.int32), tf.cast(columns[pick], tf.int32)
-        return tf.clip_by_value(y - dy, 0, room_h), tf.clip_by_value(x - dx, 0, room_w)
+        return tf.clip_by_value(tf.cast(y, tf.int32) - dy, 0, room_h), tf.clip_by_value(tf.cast(x, tf.int32) - dx, 0, room_w)
 
     def anywhere() -> tuple[tf.Tensor, tf.Tensor]:
         y0 = tf.cast(draws[1] * tf.cast(room_h + 1, tf.float32), tf.int32)
@@ -278,7 +327,7 @@ def _crop_origin(shape: tf.Tensor, crop: tuple[int, int], defect_p: float, seed:
 
 
 def _affine(image: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """A random shift-scale-rotate of float ``image (H, W)`` (bilinear) and uint8 ``masks (H, W, C)`` (nearest), 0 outside."""
+    """A random shift-scale-rotate of float ``image (H, W)`` (bilinear) and the packed int32 mask plane ``(H, W)`` (nearest), 0 outside."""
     u = tf.random.stateless_uniform([4], seed, minval=-1.0, maxval=1.0)
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
@@ -296,110 +345,146 @@ def _affine(image: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Ten
             images=values[None], transforms=transform, output_shape=shape[:2], fill_value=0.0,
             interpolation=interpolation, fill_mode="CONSTANT")[0]
 
-    return warp(image[..., None], "BILINEAR")[..., 0], tf.cast(warp(tf.cast(masks, tf.float32), "NEAREST"), tf.uint8)
+    return warp(image[..., None], "BILINEAR")[..., 0], warp(masks[..., None], "NEAREST")[..., 0]
 
 
-def _after_crop(recipe: Augment, image: tf.Tensor, masks: tf.Tensor, keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flips, affine and brightness/contrast of uint8 ``image (h, w)`` and ``masks (h, w, C)``; float32 image out."""
+def _after_crop(recipe: Augment, image: tf.Tensor, plane: tf.Tensor, keys: tf.Tensor, n_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Flips, affine and brightness/contrast of uint8 ``image (h, w)`` and the packed mask ``plane (h, w)``; float32 out."""
     if recipe.flips:
         flip = tf.random.stateless_uniform([2], keys[1]) < 0.5
         for axis, flipped in ((1, flip[0]), (0, flip[1])):
-            image, masks = tf.cond(flipped, lambda: (tf.reverse(image, [axis]), tf.reverse(masks, [axis])), lambda: (image, masks))
+            image, plane = tf.cond(flipped, lambda: (tf.reverse(image, [axis]), tf.reverse(plane, [axis])), lambda: (image, plane))
     picture = tf.cast(image, tf.float32)
     if recipe.shift_scale_rotate:
         moved = tf.random.stateless_uniform([], keys[2]) < 0.5
-        picture, masks = tf.cond(moved, lambda: _affine(picture, masks, keys[3]), lambda: (picture, masks))
+        picture, plane = tf.cond(moved, lambda: _affine(picture, plane, keys[3]), lambda: (picture, plane))
     if recipe.brightness_contrast:
         u = tf.random.stateless_uniform([3], keys[4])
         gain = 1.0 + (2.0 * u[1] - 1.0) * _CONTRAST
         offset = (2.0 * u[2] - 1.0) * _BRIGHTNESS * 255.0
         picture = tf.cond(u[0] < 0.5, lambda: tf.clip_by_value(tf.round(picture * gain + offset), 0.0, 255.0), lambda: picture)
-    return tf.clip_by_value(tf.round(picture), 0.0, 255.0), masks
+    return tf.clip_by_value(tf.round(picture), 0.0, 255.0), _unpack(plane, n_classes)
 
 
 def _keys(seed: tf.Tensor) -> tf.Tensor:
     return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)  # crop, flips, affine p, affine, brightness
 
 
+def _window(image: tf.Tensor, y0: tf.Tensor, x0: tf.Tensor, h: int, w: int) -> tf.Tensor:
+    """The ``h x w`` window at ``(y0, x0)`` of ``image (H, W)`` (or ``(H, W, K)``); zero where it leaves the image (y0, x0 may be < 0)."""
+    shape = tf.shape(image)
+    top, left = tf.maximum(-y0, 0), tf.maximum(-x0, 0)
+    y1, x1 = tf.maximum(y0, 0), tf.maximum(x0, 0)
+    inner_h, inner_w = tf.minimum(h - top, shape[0] - y1), tf.minimum(w - left, shape[1] - x1)
+    pads = [[top, h - top - inner_h], [left, w - left - inner_w]] + [[0, 0]] * (len(image.shape) - 2)
+    return tf.pad(image[y1:y1 + inner_h, x1:x1 + inner_w], pads)
+
+
+def _centred_pad(height: tf.Tensor, width: tf.Tensor, crop: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """PadIfNeeded's ``(top, left)`` zero padding up to ``crop`` (centred) and the padded ``(H, W)``."""
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    top, left = tf.maximum(crop[0] - height, 0) // 2, tf.maximum(crop[1] - width, 0) // 2
+    return top, left, tf.stack([tf.maximum(height, crop[0]), tf.maximum(width, crop[1])])
+
+
 def augment_pair(recipe: Augment, image: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor,
                  defect_pixels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Apply ``recipe`` to uint8 ``image (H, W)`` and ``masks (H, W, C)``: float32 ``(h, w)`` grey levels and uint8 ``(h, w, C)``.
+    """Apply ``recipe`` to uint8 ``image (H, W)`` and ``masks (H, W, C)``: float32 ``(h, w)`` grey levels and float32 0/1 ``(h, w, C)``.
 
     ``seed``: ``(2,)`` int64 key of every random draw (ignored by evaluation recipes). The defect
     crop draws among the pixels where any mask is set (row-major order), or among
     ``defect_pixels``: column-major indices ``column * H + row`` in RLE run order, as
     :func:`run_pixels` gives them (a pixel of two classes is listed twice). Ignored after ``resize_to``.
     """
+    n_classes = int(masks.shape[-1])
+    if not recipe.random:  # resize / pad the dense masks: no packing
+        if recipe.resize_to is not None:
+            image = _resize(image, None, recipe.resize_to)[0]
+            masks = tf.raw_ops.ResizeNearestNeighbor(images=masks[None], size=recipe.resize_to, align_corners=False,
+                                                     half_pixel_centers=False)[0]
+        if recipe.pad_to is not None:
+            image = _pad_bottom_right(image[..., None], *recipe.pad_to)[..., 0]
+            masks = _pad_bottom_right(masks, *recipe.pad_to)
+        return tf.cast(image, tf.float32), tf.cast(masks, tf.float32)
+    _check_classes(n_classes)
+    plane = _pack(masks, n_classes)
     if recipe.resize_to is not None:
-        image, masks = _resize(image, masks, recipe.resize_to)
+        image, plane = _resize(image, plane, recipe.resize_to)
         defect_pixels = None
-    if recipe.pad_to is not None:
-        image = _pad_bottom_right(image[..., None], *recipe.pad_to)[..., 0]
-        masks = _pad_bottom_right(masks, *recipe.pad_to)
-    if not recipe.random:
-        return tf.cast(image, tf.float32), masks
     keys = _keys(seed)
     if recipe.crop_size is not None:
-        ch, cw = recipe.crop_size
         shape = tf.shape(image)
-        top, left = tf.maximum(ch - shape[0], 0) // 2, tf.maximum(cw - shape[1], 0) // 2  # PadIfNeeded, centred
-        padded = tf.stack([tf.maximum(shape[0], ch), tf.maximum(shape[1], cw)])
+        top, left, padded = _centred_pad(shape[0], shape[1], recipe.crop_size)
+        height, offset = tf.cast(shape[0], tf.int64), tf.cast(tf.stack([top, left]), tf.int64)
         if defect_pixels is None:
-            where = tf.where(tf.reduce_any(masks > 0, axis=-1))
-            rows, columns = where[:, 0], where[:, 1]
+            found = tf.where(plane > 0)  # (n, 2) rows and columns, row-major
         else:
-            height = tf.cast(shape[0], tf.int64)
-            rows, columns = defect_pixels % height, defect_pixels // height
-        y0, x0 = _crop_origin(padded, recipe.crop_size, recipe.defect_crop_p, keys[0], rows + tf.cast(top, tf.int64),
-                              columns + tf.cast(left, tf.int64))
-        image, masks = _window(image, masks, y0 - top, x0 - left, ch, cw)
-    return _after_crop(recipe, image, masks, keys)
+            pixels = tf.cast(defect_pixels, tf.int64)
+            found = tf.stack([pixels % height, pixels // height], axis=1)
+        count = tf.shape(found, out_type=tf.int64)[0]
+
+        def defect_at(number: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return found[number, 0] + offset[0], found[number, 1] + offset[1]
+
+        y0, x0 = _crop_origin(padded, recipe.crop_size, recipe.defect_crop_p, keys[0], count, defect_at)
+        image = _window(image, y0 - top, x0 - left, *recipe.crop_size)
+        plane = _window(plane, y0 - top, x0 - left, *recipe.crop_size)
+    return _after_crop(recipe, image, plane, keys, n_classes)
 
 
-def _window(image: tf.Tensor, masks: tf.Tensor, y0: tf.Tensor, x0: tf.Tensor, h: int, w: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """The ``h x w`` window at ``(y0, x0)`` of ``image (H, W)`` and ``masks (H, W, C)``; zero where it leaves them (y0, x0 may be < 0)."""
-    shape = tf.shape(image)
-    top, left = tf.maximum(-y0, 0), tf.maximum(-x0, 0)
-    y1, x1 = tf.maximum(y0, 0), tf.maximum(x0, 0)
-    inner_h, inner_w = tf.minimum(h - top, shape[0] - y1), tf.minimum(w - left, shape[1] - x1)
-    pads = [[top, h - top - inner_h], [left, w - left - inner_w]]
-    image = tf.pad(image[y1:y1 + inner_h, x1:x1 + inner_w], pads)
-    masks = tf.pad(masks[y1:y1 + inner_h, x1:x1 + inner_w], pads + [[0, 0]])
-    return image, masks
+def _run_pixel(begins: tf.Tensor, ends: tf.Tensor, number: tf.Tensor) -> tf.Tensor:
+    """Column-major index of pixel ``number`` of the runs ``[begins, ends)`` in order, without listing them all."""
+    lengths = tf.cast(ends - begins, tf.int64)
+    before = tf.cumsum(lengths, exclusive=True)
+    run = tf.searchsorted(tf.cumsum(lengths), tf.reshape(number, [1]), side="right")[0]
+    return tf.cast(begins[run], tf.int64) + number - before[run]
 
 
-def augment_runs(recipe: Augment, image: tf.Tensor, shape: tf.Tensor, pixels: tf.Tensor, classes: tf.Tensor,
+def augment_runs(recipe: Augment, image: tf.Tensor, shape: tf.Tensor, begins: tf.Tensor, ends: tf.Tensor, classes: tf.Tensor,
                  n_classes: int, seed: tf.Tensor, path: tf.Tensor | str = "") -> tuple[tf.Tensor, tf.Tensor]:
-    """:func:`augment_pair` for an image given as encoded bytes (or decoded uint8 ``(H, W)``) and masks as run pixels.
+    """:func:`augment_pair` for an image given as encoded bytes (or decoded uint8 ``(H, W)``) and masks as RLE runs.
 
-    ``shape = (H, W)`` of the image (checked, failing naming ``path``); ``pixels``, ``classes``: its
-    masks' run pixels (:func:`run_pixels`). A crop without resize is chosen first, then only its
-    window is decoded (JPEG: ``decode_and_crop_jpeg``) and rasterised: the same outputs as
-    :func:`augment_pair` on the full image and masks with ``defect_pixels=pixels``, for a fraction of the work.
+    ``shape = (H, W)`` of the image (checked, failing naming ``path``); ``begins``, ``ends``,
+    ``classes``: its runs (0-based column-major ``[begin, end)``, class position). A crop without
+    resize is placed first (its defect pixel found from the run lengths), then only its window is
+    decoded (JPEG: ``decode_and_crop_jpeg``) and only the runs that reach it are rasterised: the
+    same outputs as :func:`augment_pair` on the full image and masks with
+    ``defect_pixels=run_pixels(...)[0]``, for a fraction of the work.
     """
+    _check_classes(n_classes)
     encoded = image.dtype == tf.string
     height, width = tf.cast(shape[0], tf.int32), tf.cast(shape[1], tf.int32)
     if recipe.crop_size is None or recipe.resize_to is not None:
         full = read_grey(image, shape, path) if encoded else image
-        masks = rasterise(pixels, classes, height, n_classes, (0, 0, height, width))
+        pixels, kinds = run_pixels(begins, ends, classes)
+        masks = _dense_window(pixels, kinds, height, n_classes, (0, 0, height, width), tf.float32 if not recipe.random else tf.uint8)
         return augment_pair(recipe, full, masks, seed, defect_pixels=pixels)
     keys = _keys(seed)
     ch, cw = recipe.crop_size
-    top, left = tf.maximum(ch - height, 0) // 2, tf.maximum(cw - width, 0) // 2
-    padded = tf.stack([tf.maximum(height, ch), tf.maximum(width, cw)])
-    rows, columns = pixels % tf.cast(height, tf.int64), pixels // tf.cast(height, tf.int64)
-    y0, x0 = _crop_origin(padded, recipe.crop_size, recipe.defect_crop_p, keys[0], rows + tf.cast(top, tf.int64),
-                          columns + tf.cast(left, tf.int64))
+    top, left, padded = _centred_pad(height, width, recipe.crop_size)
+    rows = tf.cast(height, tf.int64)
+
+    def defect_at(number: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        pixel = _run_pixel(begins, ends, number)
+        return pixel % rows + tf.cast(top, tf.int64), pixel // rows + tf.cast(left, tf.int64)
+
+    count = tf.reduce_sum(tf.cast(ends - begins, tf.int64))
+    y0, x0 = _crop_origin(padded, recipe.crop_size, recipe.defect_crop_p, keys[0], count, defect_at)
     y0, x0 = y0 - top, x0 - left  # window in image coordinates (< 0 or past the end: padding)
-    masks = rasterise(pixels, classes, height, n_classes, (y0, x0, ch, cw))
+    # only the runs that reach the window's columns, clipped to them, are expanded to pixels
+    first, last = tf.cast(tf.maximum(x0, 0), tf.int64) * rows, tf.cast(tf.maximum(x0 + cw, 0), tf.int64) * rows
+    clipped_begins, clipped_ends = tf.maximum(tf.cast(begins, tf.int64), first), tf.minimum(tf.cast(ends, tf.int64), last)
+    keep = clipped_ends > clipped_begins
+    pixels, kinds = run_pixels(tf.boolean_mask(clipped_begins, keep), tf.boolean_mask(clipped_ends, keep), tf.boolean_mask(classes, keep))
+    plane = _packed_window(pixels, kinds, height, (y0, x0, ch, cw))
     if encoded:
         fits = (top == 0) & (left == 0)
         picture = tf.cond(fits & tf.io.is_jpeg(image), lambda: _jpeg_window(image, shape, path, y0, x0, ch, cw),
-                          lambda: _window(read_grey(image, shape, path), masks, y0, x0, ch, cw)[0])
+                          lambda: _window(read_grey(image, shape, path), y0, x0, ch, cw))
     else:
-        picture = _window(image, masks, y0, x0, ch, cw)[0]
+        picture = _window(image, y0, x0, ch, cw)
     picture = tf.ensure_shape(picture, (ch, cw))
-    return _after_crop(recipe, picture, masks, keys)
+    return _after_crop(recipe, picture, plane, keys, n_classes)
 
 
 def _jpeg_window(data: tf.Tensor, shape: tf.Tensor, path: tf.Tensor | str, y0: tf.Tensor, x0: tf.Tensor, h: int, w: int) -> tf.Tensor:
