@@ -5,9 +5,23 @@ corpora, patch classification): any image files resized to one size, ``(N, K)`` 
 
 :func:`make_dataset` yields ``(images, masks)`` batches: images float32 ``(B, H, W, 1)``
 as raw grey levels in ``[0, 255]`` (backbone-specific scaling is inside the model, see ``helpers.modeling.builders``),
-masks float32 0/1 ``(B, H, W, C)``. Each element is read with the project's readers
-(:func:`helpers.core.files.read_grey`, :func:`helpers.core.severstal.decode_masks`) and transformed with
-albumentations (:mod:`helpers.data.augment`) inside ``tf.numpy_function``, in a parallel map.
+masks float32 0/1 ``(B, H, W, C)``. Two engines run the parallel map:
+
+- ``augment_engine="tf"`` (the default for :mod:`helpers.data.tf_augment` recipes): TensorFlow ops
+  only. File bytes are read and decoded in the graph (the pixels of :func:`helpers.core.files.read_grey`),
+  the RLE strings are parsed and validated once when the dataset is built (:func:`helpers.core.rle.parse`)
+  and rasterised in the graph; no Python runs per element, so the map scales with cores and an
+  iterator left open at interpreter exit does not hang it.
+- ``augment_engine="albumentations"`` (the default when ``transforms`` is an albumentations pipeline):
+  each element is read with the project's readers (:func:`helpers.core.files.read_grey`,
+  :func:`helpers.core.severstal.decode_masks`) and transformed with :mod:`helpers.data.augment` inside
+  ``tf.numpy_function``: Python under the GIL, about one core. An ``atexit`` guard (registered when the
+  first such dataset is built) refuses new Python calls at exit and lets those in flight finish, so
+  an open iterator does not deadlock the exit either (without it: a hang in every run tried).
+
+Both engines give the same evaluation batches pixel for pixel (``resize_to``: masks equal, image
+grey levels within 1, where OpenCV's and TensorFlow's area resize round differently); training
+augmentations follow the same recipe but not the same random draws.
 
 Bad files are never silently trained on: :func:`make_dataset` first runs
 :func:`check_dataset` over the chosen images (every image is fully decoded, its size,
@@ -19,8 +33,8 @@ iteration with an error naming it.
 Determinism: training shuffles the image order (seeded, reshuffled every time the dataset
 is iterated, i.e. every Keras epoch, and on every ``repeat``) and pairs each element with a
 draw of a seeded ``tf.data.Dataset.random`` stream; the element's augmentation is seeded
-from ``(seed, draw)`` on a per-thread copy of the transforms, and the map is
-``deterministic=True``. So the same ``seed`` gives the same batches, whatever the number of
+from ``(seed, draw)`` (stateless TF random ops, or a per-thread copy of the albumentations
+transforms), and the map is ``deterministic=True``. So the same ``seed`` gives the same batches, whatever the number of
 parallel calls; each epoch differs. Validation keeps ``image_ids`` order (minus bad images).
 
 Sizes: ``resize_to = (H, W)`` resizes images (area) and masks (nearest) in training and

@@ -21,8 +21,15 @@ the same steps as :func:`helpers.data.augment.train_transforms` / ``eval_transfo
 
 The image is rounded and clipped to integer grey levels 0..255 (as albumentations' uint8
 output); masks stay 0/1. Image and masks go through one geometric transform, so they stay
-aligned. Every random draw comes from ``tf.random.stateless_*`` ops keyed by a ``(2,)`` int64
-seed, so the same seed gives the same output on any thread.
+aligned; during training the C masks travel as the bits of one int32 plane (one flip and one
+nearest warp instead of C; up to 31 classes) and are unpacked into float32 at the end. Every
+random draw comes from ``tf.random.stateless_*`` ops keyed by a ``(2,)`` int64 seed, so the same
+seed gives the same output on any thread.
+
+:func:`augment_runs` is what the pipeline calls: the image still encoded and the masks as RLE
+runs; a crop is placed first (its defect pixel found from the run lengths), then only its window
+is decoded and rasterised. It gives :func:`augment_pair`'s outputs on the full image and masks
+(with ``defect_pixels`` in run order; tested pixel for pixel).
 
 :func:`decode_grey` gives the pixels of :func:`helpers.core.files.read_grey` for JPEG (libjpeg
 luma, accurate integer DCT), 8- and 16-bit grey PNG, grey images stored as identical RGB(A)

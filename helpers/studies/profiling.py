@@ -204,12 +204,16 @@ def _pipeline_rate_child(arguments: str) -> None:
     batching = pipeline.Batching(options["batch_size"], training=True, seed=options["seed"], repeat=True)
     data = pipeline.make_dataset(options["dataset_dir"], list(wide.index), wide, batching, transforms=recipe, check=False,
                                  progress=False, augment_engine=options["engine"])
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    rate = pipeline.pipeline_rate(data, options["n_batches"], warmup=options["warmup"])
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    iterator = iter(data)
+    for _ in range(options["warmup"]):
+        next(iterator)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(options["n_batches"]):
+        next(iterator)
+    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    images = options["n_batches"] * options["batch_size"] + options["warmup"] * options["batch_size"]  # includes warm-up batches
-    print(json.dumps({"images_per_s": rate, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+    images = options["n_batches"] * options["batch_size"]
+    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
 
 
 def pipeline_scaling(
@@ -229,9 +233,10 @@ def pipeline_scaling(
     Every image of ``dataset_dir`` is used (resized first to ``resize_to`` if given). ``cores``:
     default 1 and 2 (1 alone on a one-core machine). Each figure comes from a fresh Python process pinned to the first ``n`` CPUs of this one
     (``sched_setaffinity`` before it starts, TensorFlow's intra/inter-op pools set to ``n``), which
-    times ``n_batches`` batches of ``pipeline.make_dataset(..., repeat=True)`` after ``warmup``.
-    Rows ``{"engine", "cores", "images_per_s", "speedup", "cpu_ms_per_image"}`` (speedup over the engine's
-    first core count; CPU time of the child per image, warm-up included: robust to other load).
+    times ``n_batches`` batches of ``pipeline.make_dataset(..., repeat=True)`` after ``warmup`` (>= 1) untimed ones.
+    Rows ``{"engine", "cores", "images_per_s", "speedup", "cpu_ms_per_image", "cores_used"}`` (speedup over
+    the engine's first core count; CPU time of the child per timed image, and the cores it kept busy:
+    ``cpu_ms_per_image * images_per_s / 1000``, which show scaling even when other work shares the machine).
     A benchmark: run it on an otherwise idle machine.
     """
     available = sorted(os.sched_getaffinity(0))
@@ -245,7 +250,7 @@ def pipeline_scaling(
         first = None
         for n in counts:
             arguments = json.dumps({"dataset_dir": str(dataset_dir), "crop_size": crop, "resize_to": resize, "batch_size": checks.positive_int("batch_size", batch_size),
-                                    "n_batches": checks.positive_int("n_batches", n_batches), "warmup": int(warmup), "seed": int(seed), "engine": engine})
+                                    "n_batches": checks.positive_int("n_batches", n_batches), "warmup": checks.positive_int("warmup", warmup), "seed": int(seed), "engine": engine})
             code = f"from helpers.studies import profiling; profiling._pipeline_rate_child({arguments!r})"
             cpus = set(available[:n])
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
@@ -257,5 +262,6 @@ def pipeline_scaling(
             rate = measured["images_per_s"]
             first = rate if first is None else first
             rows.append({"engine": engine, "cores": n, "images_per_s": rate, "speedup": rate / first,
-                         "cpu_ms_per_image": measured["cpu_ms_per_image"]})
+                         "cpu_ms_per_image": measured["cpu_ms_per_image"],
+                         "cores_used": measured["cpu_ms_per_image"] * rate / 1000})
     return rows
