@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ import pytest
 from PIL import Image
 
 from helpers.core import files, severstal
-from helpers.data import augment, pipeline
+from helpers.data import augment, pipeline, tf_augment
 from helpers.data.synth import steel
 from helpers.backend import tf
 
@@ -125,11 +129,14 @@ def test_skip_bad_drops_and_logs(broken, caplog):
         np.testing.assert_array_equal(image[..., 0], files.read_grey(out_dir / "train_images" / image_id).astype(np.float32))
 
 
-def test_unchecked_bad_file_fails_naming_it(broken):
+@pytest.mark.parametrize("engine", ["tf", "albumentations"])
+@pytest.mark.parametrize("kind", ["truncated", "not_an_image", "wrong_size"])
+def test_unchecked_bad_file_fails_naming_it(broken, engine, kind):
     out_dir, table, victims = broken
-    ids = [victims["truncated"]]
-    dataset = pipeline.make_dataset(out_dir, ids, table, pipeline.Batching(1, training=False), check=False, progress=False)
-    with pytest.raises(tf.errors.OpError, match=victims["truncated"]):
+    ids = [victims[kind]]
+    dataset = pipeline.make_dataset(out_dir, ids, table, pipeline.Batching(1, training=False), check=False, progress=False,
+                                    augment_engine=engine)
+    with pytest.raises(tf.errors.OpError, match=victims[kind]):
         _batches(dataset)
 
 
@@ -162,10 +169,11 @@ def test_batch_shapes_and_values(clean, training, options, batch_size, sizes, sh
     assert sum(m.sum() for _, m in batches) > 0
 
 
-def test_validation_batch_matches_files_exactly(clean):
+@pytest.mark.parametrize("engine", ["tf", "albumentations"])
+def test_validation_batch_matches_files_exactly(clean, engine):
     out_dir, wide = clean
     ids = list(wide.index)[::-1]  # the given order is kept
-    dataset = pipeline.make_dataset(out_dir, ids, wide, pipeline.Batching(5, training=False), progress=False)
+    dataset = pipeline.make_dataset(out_dir, ids, wide, pipeline.Batching(5, training=False), progress=False, augment_engine=engine)
     images = np.concatenate([x for x, _ in _batches(dataset)])
     masks = np.concatenate([y for _, y in _batches(dataset)])
     for k, image_id in enumerate(ids):
@@ -173,9 +181,9 @@ def test_validation_batch_matches_files_exactly(clean):
         np.testing.assert_array_equal(masks[k], severstal.decode_masks(wide.loc[image_id]).astype(np.float32))
 
 
-def _training(clean, seed: int, **options) -> tf.data.Dataset:
+def _training(clean, seed: int, engine: str = "albumentations", **options) -> tf.data.Dataset:
     out_dir, wide = clean
-    transforms = augment.train_transforms(crop_size=CROP)
+    transforms = augment.train_transforms(crop_size=CROP) if engine == "albumentations" else tf_augment.train_augment(crop_size=CROP)
     batching = pipeline.Batching(4, training=True, seed=seed, **{k: v for k, v in options.items() if k in BATCHING})
     return pipeline.make_dataset(out_dir, list(wide.index), wide, batching, transforms=transforms, progress=False,
                                  **{k: v for k, v in options.items() if k not in BATCHING})
@@ -185,16 +193,101 @@ def _same(a: list, b: list) -> bool:
     return all(np.array_equal(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb)) and len(a) == len(b)
 
 
-def test_same_seed_same_batches(clean):
-    first = _training(clean, seed=3)
+@pytest.mark.parametrize("engine", ["tf", "albumentations"])
+def test_same_seed_same_batches(clean, engine):
+    first = _training(clean, seed=3, engine=engine)
     epoch_1, epoch_2 = _batches(first), _batches(first)
-    assert _same(_batches(_training(clean, seed=3)), epoch_1)
-    assert _same(_batches(_training(clean, seed=3, num_parallel_calls=1)), epoch_1)  # parallelism does not matter
-    assert _same(_batches(_training(clean, seed=3, cache=True)), epoch_1)
+    assert _same(_batches(_training(clean, seed=3, engine=engine)), epoch_1)
+    assert _same(_batches(_training(clean, seed=3, engine=engine, num_parallel_calls=1)), epoch_1)  # parallelism does not matter
+    assert _same(_batches(_training(clean, seed=3, engine=engine, cache=True)), epoch_1)
     assert not _same(epoch_2, epoch_1)  # reshuffled and re-augmented every epoch
-    assert not _same(_batches(_training(clean, seed=4)), epoch_1)
-    repeated = _batches(_training(clean, seed=3, repeat=True), 6)
+    assert not _same(_batches(_training(clean, seed=4, engine=engine)), epoch_1)
+    repeated = _batches(_training(clean, seed=3, engine=engine, repeat=True), 6)
     assert _same(repeated[:3], epoch_1) and _same(repeated[3:], epoch_2)
+    for images, masks in epoch_1:
+        assert images.shape[1:] == (*CROP, 1) and set(np.unique(masks).tolist()) <= {0.0, 1.0}
+
+
+def _all(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    images, masks = zip(*_batches(dataset))
+    return np.concatenate(images), np.concatenate(masks)
+
+
+@pytest.mark.parametrize("recipe", [tf_augment.eval_augment(), tf_augment.eval_augment(pad_to=(72, 260)),
+                                    tf_augment.eval_augment(resize_to=(32, 128)), tf_augment.eval_augment(resize_to=(32, 128), pad_to=(40, 130))])
+def test_deterministic_path_is_the_same_on_both_engines(clean, recipe):
+    """Evaluation batches, pixel for pixel: TF engine = albumentations engine = read_grey + decode_masks (+ pad / resize)."""
+    out_dir, wide = clean
+    ids = list(wide.index)
+    batching = pipeline.Batching(4, training=False)
+    tf_images, tf_masks = _all(pipeline.make_dataset(out_dir, ids, wide, batching, transforms=recipe, progress=False, augment_engine="tf"))
+    al_images, al_masks = _all(pipeline.make_dataset(out_dir, ids, wide, batching, transforms=recipe, progress=False,
+                                                     augment_engine="albumentations"))
+    np.testing.assert_array_equal(tf_masks, al_masks)  # masks: exactly, resized or not
+    if recipe.resize_to is None:
+        np.testing.assert_array_equal(tf_images, al_images)
+        height, width = recipe.output_size(HEIGHT, WIDTH)
+        for k, image_id in enumerate(ids):
+            image = files.read_grey(out_dir / "train_images" / image_id)
+            masks = severstal.decode_masks(wide.loc[image_id])
+            expected = np.pad(image, [[0, height - HEIGHT], [0, width - WIDTH]]).astype(np.float32)
+            np.testing.assert_array_equal(tf_images[k, ..., 0], expected)
+            np.testing.assert_array_equal(tf_masks[k], np.pad(masks, [[0, height - HEIGHT], [0, width - WIDTH], [0, 0]]))
+    else:  # area resize: OpenCV and TensorFlow round some means differently
+        assert np.abs(tf_images - al_images).max() <= 1.0 and (tf_images != al_images).mean() < 0.02
+
+
+def test_engine_argument(clean):
+    out_dir, wide = clean
+    ids, batching = list(wide.index), pipeline.Batching(4, training=True)
+    with pytest.raises(ValueError, match="augment_engine must be one of"):
+        pipeline.make_dataset(out_dir, ids, wide, batching, progress=False, augment_engine="torch")
+    with pytest.raises(ValueError, match="need augment_engine='albumentations'"):
+        pipeline.make_dataset(out_dir, ids, wide, batching, transforms=augment.train_transforms(crop_size=CROP), progress=False,
+                              augment_engine="tf")
+    with pytest.raises(ValueError, match="transforms must be"):
+        pipeline.make_dataset(out_dir, ids, wide, batching, transforms="flips", progress=False)
+    # a recipe runs on either engine, with the same steps and output shapes
+    for engine in ("tf", "albumentations"):
+        data = pipeline.make_dataset(out_dir, ids, wide, batching, transforms=tf_augment.train_augment(crop_size=CROP), progress=False,
+                                     augment_engine=engine)
+        assert data.element_spec[1].shape.as_list() == [4, *CROP, 4]
+
+
+EXIT_SCRIPT = """
+from helpers.core import severstal
+from helpers.data import pipeline, tf_augment
+
+data_dir = {data_dir!r}
+wide = severstal.read_dataset(data_dir)
+transforms = tf_augment.train_augment(crop_size=(32, 128))
+data = pipeline.make_dataset(data_dir, list(wide.index), wide, pipeline.Batching(8, training=True, seed=0, repeat=True),
+                             transforms=transforms, progress=False, augment_engine={engine!r})
+it = iter(data)
+for _ in range(3):
+    images, masks = next(it)
+print("read", images.shape)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["tf", "albumentations"])
+def test_open_iterator_does_not_hang_the_exit(clean, tmp_path, engine):
+    """A script that leaves a repeating training iterator open exits cleanly, 5 times out of 5."""
+    out_dir, _ = clean
+    script = tmp_path / "leave_open.py"
+    script.write_text(textwrap.dedent(EXIT_SCRIPT.format(data_dir=str(out_dir), engine=engine)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    codes = []
+    for _ in range(5):
+        try:
+            done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            codes.append("hung")
+            continue
+        codes.append(done.returncode)
+        assert "read" in done.stdout, done.stderr[-2000:]
+    assert codes == [0] * 5
 
 
 def test_mixed_sizes_need_resize(clean, tmp_path):

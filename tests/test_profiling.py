@@ -95,3 +95,24 @@ def test_precision_rates_train_the_model_under_each_policy_and_restore_float32()
     rates = profiling.precision_rates(_tiny_segmenter, {"filters": 4}, batch_size=2, image_size=(16, 16), steps=1)
     assert set(rates) == {"float32", "mixed_bfloat16"} and min(rates.values()) > 0
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_pipeline_scaling_times_each_engine_in_a_pinned_child(tmp_path):
+    from helpers.data.synth import steel
+
+    steel.make_steel_dataset(tmp_path / "steel", n_images=8, height=64, width=256, seed=0, progress=False)
+    rows = profiling.pipeline_scaling(tmp_path / "steel", crop_size=(32, 128), cores=(1,), batch_size=4, n_batches=2, warmup=1)
+    assert [(r["engine"], r["cores"]) for r in rows] == [("albumentations", 1), ("tf", 1)]
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["speedup"] == 1.0 and row["cpu_ms_per_image"] > 0
+        assert row["cores_used"] == pytest.approx(row["cpu_ms_per_image"] * row["images_per_s"] / 1000)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cores": (0,)}, "cores"), ({"cores": (10_000,)}, "cores"), ({"engines": ("auto",)}, "engines"),
+    ({"crop_size": (0, 8)}, "crop_size"), ({"n_batches": 0}, "n_batches"),
+])
+def test_pipeline_scaling_checks_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        profiling.pipeline_scaling(tmp_path, **kwargs)

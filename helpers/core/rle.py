@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-__all__ = ["decode", "encode", "problem", "runs", "validate_shape"]
+__all__ = ["decode", "encode", "parse", "problem", "runs", "validate_shape"]
 
 
 def validate_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -90,6 +90,23 @@ def _parse_tokens(rle: str) -> np.ndarray:
 _ALTERNATING = np.arange(4097, dtype=np.uint8) & 1  # 0, 1, 0, 1, ...: the gap/run pattern of up to 2048 runs
 
 
+def parse(rle: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The validated runs of a Kaggle RLE string for ``shape = (H, W)``: int64 ``(starts, lengths)``, starts 1-based.
+
+    Raises ``ValueError`` as :func:`decode` does; an empty string (or ``None``/NaN) gives two empty arrays.
+    """
+    height, width = validate_shape(shape)
+    if rle is None or (isinstance(rle, float) and np.isnan(rle)):
+        rle = ""
+    if not isinstance(rle, str):
+        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
+    values = _parse_tokens(rle) if rle else np.empty(0, np.int64)
+    starts, lengths = values[0::2], values[1::2]
+    if starts.size:
+        _check_runs(starts, lengths, height * width, (height, width))
+    return starts, lengths
+
+
 def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     """Decode a Kaggle RLE string into a uint8 0/1 mask of ``shape = (H, W)``.
 
@@ -100,15 +117,9 @@ def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     """
     height, width = validate_shape(shape)
     n_pixels = height * width
-    if rle is None or (isinstance(rle, float) and np.isnan(rle)):
-        rle = ""
-    if not isinstance(rle, str):
-        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
-    values = _parse_tokens(rle) if rle else np.empty(0, np.int64)
-    starts, lengths = values[0::2], values[1::2]
+    starts, lengths = parse(rle, (height, width))
     if not starts.size:
         return np.zeros((width, height), dtype=np.uint8).T
-    _check_runs(starts, lengths, n_pixels, (height, width))
     # one pass over the pixels, no index per pixel: alternate 0/1 segments of the gap and run lengths
     counts = np.empty(2 * starts.size + 1, dtype=np.int64)
     counts[1::2] = lengths

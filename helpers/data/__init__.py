@@ -1,4 +1,4 @@
-"""Datasets: converters of public data, audits, EDA, splits, augmentation, the tf.data input pipeline, radiograph tables and (in :mod:`helpers.data.synth`) the built-in synthetic data.
+"""Datasets: converters of public data, audits, EDA, splits, augmentation (albumentations and TF ops), the tf.data input pipeline, radiograph tables and (in :mod:`helpers.data.synth`) the built-in synthetic data.
 
 Imports only :mod:`helpers.core` and :mod:`helpers.backend`.
 """
@@ -12,4 +12,5 @@ __all__ = [
     "radiographs",
     "splits",
     "synth",
+    "tf_augment",
 ]

@@ -5,9 +5,23 @@ corpora, patch classification): any image files resized to one size, ``(N, K)`` 
 
 :func:`make_dataset` yields ``(images, masks)`` batches: images float32 ``(B, H, W, 1)``
 as raw grey levels in ``[0, 255]`` (backbone-specific scaling is inside the model, see ``helpers.modeling.builders``),
-masks float32 0/1 ``(B, H, W, C)``. Each element is read with the project's readers
-(:func:`helpers.core.files.read_grey`, :func:`helpers.core.severstal.decode_masks`) and transformed with
-albumentations (:mod:`helpers.data.augment`) inside ``tf.numpy_function``, in a parallel map.
+masks float32 0/1 ``(B, H, W, C)``. Two engines run the parallel map:
+
+- ``augment_engine="tf"`` (the default for :mod:`helpers.data.tf_augment` recipes): TensorFlow ops
+  only. File bytes are read and decoded in the graph (the pixels of :func:`helpers.core.files.read_grey`),
+  the RLE strings are parsed and validated once when the dataset is built (:func:`helpers.core.rle.parse`)
+  and rasterised in the graph; no Python runs per element, so the map scales with cores and an
+  iterator left open at interpreter exit does not hang it.
+- ``augment_engine="albumentations"`` (the default when ``transforms`` is an albumentations pipeline):
+  each element is read with the project's readers (:func:`helpers.core.files.read_grey`,
+  :func:`helpers.core.severstal.decode_masks`) and transformed with :mod:`helpers.data.augment` inside
+  ``tf.numpy_function``: Python under the GIL, about one core. An ``atexit`` guard (registered when the
+  first such dataset is built) refuses new Python calls at exit and lets those in flight finish, so
+  an open iterator does not deadlock the exit either (without it: a hang in every run tried).
+
+Both engines give the same evaluation batches pixel for pixel (``resize_to``: masks equal, image
+grey levels within 1, where OpenCV's and TensorFlow's area resize round differently); training
+augmentations follow the same recipe but not the same random draws.
 
 Bad files are never silently trained on: :func:`make_dataset` first runs
 :func:`check_dataset` over the chosen images (every image is fully decoded, its size,
@@ -19,8 +33,8 @@ iteration with an error naming it.
 Determinism: training shuffles the image order (seeded, reshuffled every time the dataset
 is iterated, i.e. every Keras epoch, and on every ``repeat``) and pairs each element with a
 draw of a seeded ``tf.data.Dataset.random`` stream; the element's augmentation is seeded
-from ``(seed, draw)`` on a per-thread copy of the transforms, and the map is
-``deterministic=True``. So the same ``seed`` gives the same batches, whatever the number of
+from ``(seed, draw)`` (stateless TF random ops, or a per-thread copy of the albumentations
+transforms), and the map is ``deterministic=True``. So the same ``seed`` gives the same batches, whatever the number of
 parallel calls; each epoch differs. Validation keeps ``image_ids`` order (minus bad images).
 
 Sizes: ``resize_to = (H, W)`` resizes images (area) and masks (nearest) in training and
@@ -30,6 +44,7 @@ unless the transforms crop or resize to one size (checked when the dataset is bu
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
 import os
@@ -47,10 +62,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files, rle, severstal
-from helpers.data import augment
+from helpers.data import augment, tf_augment
 from helpers.backend import tf
 
 __all__ = [
+    "ENGINES",
     "PROBLEM_COLUMNS",
     "Batching",
     "check_dataset",
@@ -62,6 +78,7 @@ __all__ = [
 ]
 
 PROBLEM_COLUMNS = ("ImageId", "file", "problem")
+ENGINES = ("auto", "tf", "albumentations")  # make_dataset's augment_engine
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +275,22 @@ class Batching:
             raise ValueError(f"{n_items} usable item(s) make no full batch of batch_size={self.batch_size}; "
                              "lower it or set drop_remainder=False")
 
+    def _pairs(self, n_items: int, items: tf.data.Dataset | None = None) -> tf.data.Dataset:
+        """``(item, draw)`` pairs: ``items`` (default the indices ``0..n_items-1``) shuffled or in order, repeated if asked."""
+        items = tf.data.Dataset.range(n_items) if items is None else items
+        if self.training:
+            items = items.shuffle(self.shuffle_buffer or n_items, seed=self.seed, reshuffle_each_iteration=True)
+            draws = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
+        else:
+            draws = tf.data.Dataset.range(n_items)  # fixed per item
+        dataset = tf.data.Dataset.zip((items, draws))
+        return dataset.repeat() if self.repeat else dataset
+
+    def _batched(self, dataset: tf.data.Dataset, element: Callable) -> tf.data.Dataset:
+        dataset = dataset.map(element, num_parallel_calls=self.num_parallel_calls, deterministic=True)
+        dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
     def batches(
         self,
         load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]],
@@ -266,26 +299,83 @@ class Batching:
         target_shape: tuple,
         name: str,
     ) -> tf.data.Dataset:
-        """Parallel, prefetched batches of ``load(index, draw) -> (image, target)`` over ``n_items`` items."""
+        """Parallel, prefetched batches of a Python ``load(index, draw) -> (image, target)`` over ``n_items`` items.
+
+        ``load`` runs in ``tf.numpy_function`` (under the GIL: it does not scale with cores). An exit
+        guard (:class:`_ExitGuard`) keeps an iterator left open at interpreter exit from deadlocking it.
+        """
+        guard = _exit_guard()
 
         def load_tf(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            image, target = tf.numpy_function(load, [index, draw], [tf.float32, tf.float32], name=name)
+            image, target = tf.numpy_function(guard.wrap(load), [index, draw], [tf.float32, tf.float32], name=name)
             image.set_shape(image_shape)
             target.set_shape(target_shape)
             return image, target
 
-        indices = tf.data.Dataset.range(n_items)
-        if self.training:
-            indices = indices.shuffle(self.shuffle_buffer or n_items, seed=self.seed, reshuffle_each_iteration=True)
-            draws = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
-        else:
-            draws = tf.data.Dataset.range(n_items)  # fixed per item
-        dataset = tf.data.Dataset.zip((indices, draws))
-        if self.repeat:
-            dataset = dataset.repeat()
-        dataset = dataset.map(load_tf, num_parallel_calls=self.num_parallel_calls, deterministic=True)
-        dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return self._batched(self._pairs(n_items), load_tf)
+
+    def graph_batches(
+        self, element: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]], n_items: int,
+        items: tf.data.Dataset | None = None,
+    ) -> tf.data.Dataset:
+        """Parallel, prefetched batches of a graph function ``element(item, draw)`` (TensorFlow ops only, no Python).
+
+        ``items``: a dataset of ``n_items`` elements (default their indices), shuffled and paired with draws as in :meth:`batches`.
+        """
+        return self._batched(self._pairs(n_items, items), element)
+
+
+class _ExitGuard:
+    """Lets an interpreter with an open Python-mapped ``tf.data`` iterator exit (no hang, no abort).
+
+    At exit the iterator's C++ destructor waits for its in-flight ``tf.numpy_function`` calls,
+    which need the GIL that the exiting main thread holds: a deadlock. The ``atexit`` hook runs
+    before that: it refuses new calls (they fail at once) and releases the GIL until the calls in
+    flight have finished and none has started for a moment, so the destructor has nothing to wait for.
+    """
+
+    def __init__(self, quiet_s: float = 0.1, limit_s: float = 30.0):
+        self.lock = threading.Lock()
+        self.active, self.closing, self.last = 0, False, time.monotonic()
+        self.quiet_s, self.limit_s = quiet_s, limit_s
+
+    def wrap(self, load: Callable) -> Callable:
+        def guarded(*args):
+            with self.lock:
+                self.last = time.monotonic()
+                if self.closing:
+                    raise RuntimeError("the interpreter is exiting: input pipeline stopped")
+                self.active += 1
+            try:
+                return load(*args)
+            finally:
+                with self.lock:
+                    self.active -= 1
+                    self.last = time.monotonic()
+
+        return guarded
+
+    def close(self) -> None:
+        with self.lock:
+            self.closing = True
+        start = time.monotonic()
+        while time.monotonic() - start < self.limit_s:
+            time.sleep(0.02)  # releases the GIL: calls waiting for it run (and are refused)
+            with self.lock:
+                if self.active == 0 and time.monotonic() - self.last > self.quiet_s:
+                    return
+
+
+_GUARD: list[_ExitGuard] = []  # filled on first use (no work at import)
+_GUARD_LOCK = threading.Lock()
+
+
+def _exit_guard() -> _ExitGuard:
+    with _GUARD_LOCK:
+        if not _GUARD:
+            _GUARD.append(_ExitGuard())
+            atexit.register(_GUARD[0].close)
+        return _GUARD[0]
 
 
 def _output_shape(
@@ -303,34 +393,130 @@ def _output_shape(
     return next(iter(shapes)) if len(shapes) == 1 else None
 
 
+def _engine(augment_engine: str, transforms: object) -> str:
+    """The engine that runs ``transforms``: ``tf`` for a :class:`tf_augment.Augment` (or none), else ``albumentations``."""
+    checks.choice("augment_engine", augment_engine, ENGINES)
+    python_steps = isinstance(transforms, (A.BaseCompose, A.BasicTransform))
+    if transforms is not None and not python_steps and not isinstance(transforms, tf_augment.Augment):
+        raise ValueError(f"transforms must be a tf_augment.Augment, an albumentations pipeline or None, got {type(transforms).__name__}")
+    if augment_engine == "auto":
+        return "albumentations" if python_steps else "tf"
+    if augment_engine == "tf" and python_steps:
+        raise ValueError("albumentations transforms need augment_engine='albumentations' (or 'auto'); for the TF engine "
+                         "give a recipe, e.g. tf_augment.train_augment(crop_size=(256, 512))")
+    return augment_engine
+
+
+def _albumentations_of(recipe: tf_augment.Augment) -> A.Compose:
+    """The albumentations pipeline with the steps of ``recipe``."""
+    if not recipe.random:
+        return augment.eval_transforms(resize_to=recipe.resize_to, pad_to=recipe.pad_to)
+    return augment.train_transforms(crop_size=recipe.crop_size, resize_to=recipe.resize_to, flips=recipe.flips,
+                                    brightness_contrast=recipe.brightness_contrast, shift_scale_rotate=recipe.shift_scale_rotate,
+                                    defect_crop_p=recipe.defect_crop_p)
+
+
+def _mixed_sizes_error(size_of: dict[str, tuple[int, int]]) -> ValueError:
+    members: dict[tuple[int, int], list[str]] = {}
+    for image_id, size in size_of.items():
+        members.setdefault(size, []).append(image_id)
+    common = sorted(members, key=lambda size: -len(members[size]))
+    examples = "; ".join(f"{h}x{w}: {len(members[h, w])} image(s), e.g. {members[h, w][0]}" for h, w in common[:4])
+    return ValueError(
+        f"images of {len(members)} sizes (HxW) do not batch ({examples}): pass resize_to=(H, W) or "
+        "transforms that resize or crop to one size, or batch_size=1"
+    )
+
+
+def _mask_runs(rows: list[pd.Series], ids: list[str], classes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every image's validated RLE runs: 0-based ``begins``, ``ends`` (one past), class positions and ``row_splits`` (int64)."""
+    begins, ends, kinds, splits = [], [], [], [0]
+    for row, image_id in zip(rows, ids):
+        shape = (int(row["Height"]), int(row["Width"]))
+        count = 0
+        for k, class_id in enumerate(classes):
+            try:
+                starts, lengths = rle.parse(row[class_id], shape)
+            except ValueError as err:
+                raise ValueError(f"ImageId {image_id} ClassId {class_id}: {err}") from None
+            begins.append(starts - 1)
+            ends.append(starts - 1 + lengths)
+            kinds.append(np.full(starts.size, k, np.int64))
+            count += starts.size
+        splits.append(splits[-1] + count)
+    joined = [np.concatenate(part).astype(np.int64) if part else np.empty(0, np.int64) for part in (begins, ends, kinds)]
+    return (*joined, np.asarray(splits, np.int64))
+
+
+def _graph_dataset(
+    paths: list[str], rows: list[pd.Series], ids: list[str], classes: list[int], recipe: tf_augment.Augment,
+    batching: Batching, out_shape: tuple[int, int] | None, cache: bool,
+) -> tf.data.Dataset:
+    """The TF engine: files read and decoded, masks rasterised and ``recipe`` applied by graph ops in the parallel map."""
+    unsupported = [p for p in paths if Path(p).suffix.lower() not in tf_augment.TF_SUFFIXES]
+    if unsupported:
+        raise ValueError(f"{len(unsupported)} image(s) are not {'/'.join(tf_augment.TF_SUFFIXES)} files, e.g. {unsupported[0]}: "
+                         "use augment_engine='albumentations' (Pillow reads them)")
+    begins, ends, kinds, splits = _mask_runs(rows, ids, classes)
+    path_table = tf.constant(paths)
+    shapes = tf.constant([[int(r["Height"]), int(r["Width"])] for r in rows], tf.int64)
+    begins_t, ends_t, kinds_t, splits_t = (tf.constant(a) for a in (begins, ends, kinds, splits))
+    n_classes, seed = len(classes), batching.seed
+    height, width = out_shape if out_shape is not None else (None, None)
+
+    def read(index: tf.Tensor) -> tf.Tensor:
+        return tf_augment.read_grey(tf.io.read_file(path_table[index]), shapes[index], path_table[index])
+
+    def element(item, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        index, image = item if cache else (item, tf.io.read_file(path_table[item]))
+        low, high = splits_t[index], splits_t[index + 1]
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(draw, tf.int64)])
+        image, masks = tf_augment.augment_runs(recipe, image, shapes[index], begins_t[low:high], ends_t[low:high], kinds_t[low:high],
+                                               n_classes, key, path=path_table[index])
+        return tf.ensure_shape(image[..., None], (height, width, 1)), tf.ensure_shape(masks, (height, width, n_classes))
+
+    items = None
+    if cache:  # decoded once (in parallel), kept in memory; shuffled with the same order as indices would be
+        items = tf.data.Dataset.range(len(paths)).map(lambda i: (i, read(i)), num_parallel_calls=batching.num_parallel_calls,
+                                                      deterministic=True).cache()
+    return batching.graph_batches(element, len(paths), items)
+
+
 def make_dataset(
     dataset_dir: str | os.PathLike,
     image_ids: Sequence[str],
     wide: pd.DataFrame,
     batching: Batching,
-    transforms: A.BaseCompose | None = None,
+    transforms: tf_augment.Augment | A.BaseCompose | None = None,
     resize_to: Sequence[int] | None = None,
     cache: bool = False,
     skip_bad: bool = False,
     check: bool = True,
     progress: bool = True,
+    augment_engine: str = "auto",
 ) -> tf.data.Dataset:
     """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], masks (B, H, W, C) float32 0/1)``.
 
     ``image_ids``: images of ``wide`` (the wide table, with ``Height``/``Width``) under
     ``dataset_dir/train_images``, batched by ``batching`` (:class:`Batching`). Training batches
-    are augmented with ``transforms`` (default :func:`augment.train_transforms` without crop,
-    i.e. full size; pass ``augment.train_transforms(crop_size=(256, 512))`` for crops); others
-    get none (default :func:`augment.eval_transforms`). ``resize_to = (H, W)``: the default
-    transforms resize to it (give transforms *or* resize_to). ``cache``: keep decoded grey images
-    in memory (H*W bytes each; masks are decoded again each time). ``check``/``skip_bad``: see the
-    module doc. Each element reseeds a per-thread copy of ``transforms`` from ``batching.seed``
-    and its draw, so a seed given to the transforms themselves is not used.
+    are augmented with ``transforms`` (default: the training recipe without crop, i.e. full size;
+    pass ``tf_augment.train_augment(crop_size=(256, 512))`` for crops); others get none (default:
+    the evaluation recipe). ``resize_to = (H, W)``: the default transforms resize to it (give
+    transforms *or* resize_to). ``cache``: keep decoded grey images in memory (H*W bytes each;
+    masks are rasterised again each time). ``check``/``skip_bad``: see the module doc.
+
+    ``augment_engine``: ``"tf"`` runs everything as TensorFlow ops (:mod:`helpers.data.tf_augment`;
+    scales with cores; JPEG/PNG/BMP/GIF files); ``"albumentations"`` runs :mod:`helpers.data.augment`
+    in Python (``tf.numpy_function``, under the GIL: slower, about one core); ``"auto"``: ``"tf"``
+    unless ``transforms`` is an albumentations pipeline. A :class:`tf_augment.Augment` recipe runs
+    on either engine (same steps, not the same random draws). Each element's augmentation is seeded
+    from ``batching.seed`` and its draw, so a seed given to the transforms themselves is not used.
     """
     dataset_dir = Path(dataset_dir)
     if not isinstance(batching, Batching):
         raise ValueError(f"batching must be a pipeline.Batching, got {type(batching).__name__}")
     training, seed = batching.training, batching.seed
+    engine = _engine(augment_engine, transforms)
     if transforms is not None and resize_to is not None:
         raise ValueError("give transforms or resize_to, not both: build the transforms with resize_to instead")
     if skip_bad and not check:
@@ -344,10 +530,12 @@ def make_dataset(
         raise ValueError("wide needs Height and Width columns (as severstal.read_dataset returns)")
     if transforms is None:
         transforms = (
-            augment.train_transforms(crop_size=None, resize_to=resize_to)
+            tf_augment.train_augment(crop_size=None, resize_to=resize_to)
             if training
-            else augment.eval_transforms(resize_to=resize_to)
+            else tf_augment.eval_augment(resize_to=resize_to)
         )
+    if engine == "albumentations" and isinstance(transforms, tf_augment.Augment):
+        transforms = _albumentations_of(transforms)
 
     ids = usable_ids(dataset_dir, image_ids, wide, skip_bad=skip_bad, progress=progress) if check else list(image_ids)
     if not ids:
@@ -358,17 +546,15 @@ def make_dataset(
     paths = [str(dataset_dir / _IMAGES / i) for i in ids]
     size_of = {i: (int(r["Height"]), int(r["Width"])) for i, r in zip(ids, rows)}
     sizes = set(size_of.values())
-    out_shape = _output_shape(transforms, sizes, len(classes))
+    if engine == "tf":
+        shapes = {transforms.output_size(*size) for size in sizes}
+        out_shape = next(iter(shapes)) if len(shapes) == 1 else None
+    else:
+        out_shape = _output_shape(transforms, sizes, len(classes))
     if out_shape is None and batching.batch_size > 1:
-        members: dict[tuple[int, int], list[str]] = {}
-        for image_id, size in size_of.items():
-            members.setdefault(size, []).append(image_id)
-        common = sorted(members, key=lambda size: -len(members[size]))
-        examples = "; ".join(f"{h}x{w}: {len(members[h, w])} image(s), e.g. {members[h, w][0]}" for h, w in common[:4])
-        raise ValueError(
-            f"images of {len(sizes)} sizes (HxW) do not batch ({examples}): pass resize_to=(H, W) or "
-            "transforms that resize or crop to one size, or batch_size=1"
-        )
+        raise _mixed_sizes_error(size_of)
+    if engine == "tf":
+        return _graph_dataset(paths, rows, ids, classes, transforms, batching, out_shape, cache)
 
     local = threading.local()
     images_cache: dict[int, np.ndarray] = {}

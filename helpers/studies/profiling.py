@@ -8,6 +8,8 @@
   a few rounds (best of each), with the two ratios that say whether the input keeps up.
 - :func:`precision_rates`: :func:`step_rate` of the same model built under each dtype policy
   (float32, mixed_bfloat16, ...), one after the other in this process.
+- :func:`pipeline_scaling`: images/s of the input pipeline alone in fresh processes held to 1, 2, ...
+  cores (CPU affinity and TensorFlow's thread pools), per augmentation engine: does it scale?
 - :func:`peak_training_memory`: peak resident memory of a fresh process that builds a model and
   trains a few steps on random batches (so nothing else the caller holds is counted).
 
@@ -16,8 +18,13 @@ Benchmarks, not tests: report the figures of one run side by side (the machines 
 
 from __future__ import annotations
 
+import functools
+import json
 import multiprocessing
+import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +35,7 @@ from helpers.core import checks
 from helpers.data import pipeline
 from helpers.backend import keras, tf
 
-__all__ = ["fit_rate", "peak_training_memory", "precision_rates", "step_rate", "training_rates"]
+__all__ = ["fit_rate", "peak_training_memory", "pipeline_scaling", "precision_rates", "step_rate", "training_rates"]
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -181,3 +188,80 @@ def peak_training_memory(
         raise RuntimeError(f"the memory probe failed in its child process: {result['error']}")
     result["training_mib"] = result["peak_mib"] - result["after_import_mib"]
     return result
+
+
+def _pipeline_rate_child(arguments: str) -> None:
+    """Child of :func:`pipeline_scaling`: print the images/s of one pipeline as a JSON line."""
+    options = json.loads(arguments)
+    threads = len(os.sched_getaffinity(0))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from helpers.core import severstal
+    from helpers.data import tf_augment
+
+    wide = severstal.read_dataset(options["dataset_dir"])
+    recipe = tf_augment.train_augment(crop_size=options["crop_size"], resize_to=options["resize_to"])
+    batching = pipeline.Batching(options["batch_size"], training=True, seed=options["seed"], repeat=True)
+    data = pipeline.make_dataset(options["dataset_dir"], list(wide.index), wide, batching, transforms=recipe, check=False,
+                                 progress=False, augment_engine=options["engine"])
+    iterator = iter(data)
+    for _ in range(options["warmup"]):
+        next(iterator)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(options["n_batches"]):
+        next(iterator)
+    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    images = options["n_batches"] * options["batch_size"]
+    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+
+
+def pipeline_scaling(
+    dataset_dir: str | os.PathLike,
+    crop_size: Sequence[int] = (256, 512),
+    resize_to: Sequence[int] | None = None,
+    cores: Sequence[int] | None = None,
+    engines: Sequence[str] = ("albumentations", "tf"),
+    batch_size: int = 8,
+    n_batches: int = 60,
+    warmup: int = 5,
+    seed: int = 0,
+    timeout: float = 600.0,
+) -> list[dict[str, Any]]:
+    """Training-pipeline images/s (``crop_size`` crops with the full augmentation) per engine and core count.
+
+    Every image of ``dataset_dir`` is used (resized first to ``resize_to`` if given). ``cores``:
+    default 1 and 2 (1 alone on a one-core machine). Each figure comes from a fresh Python process pinned to the first ``n`` CPUs of this one
+    (``sched_setaffinity`` before it starts, TensorFlow's intra/inter-op pools set to ``n``), which
+    times ``n_batches`` batches of ``pipeline.make_dataset(..., repeat=True)`` after ``warmup`` (>= 1) untimed ones.
+    Rows ``{"engine", "cores", "images_per_s", "speedup", "cpu_ms_per_image", "cores_used"}`` (speedup over
+    the engine's first core count; CPU time of the child per timed image, and the cores it kept busy:
+    ``cpu_ms_per_image * images_per_s / 1000``, which show scaling even when other work shares the machine).
+    A benchmark: run it on an otherwise idle machine.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    cores = sorted({1, min(2, len(available))}) if cores is None else cores
+    counts = [checks.integer("cores", n, low=1, high=len(available)) for n in cores]
+    crop = list(checks.size("crop_size", crop_size))
+    resize = None if resize_to is None else list(checks.size("resize_to", resize_to))
+    rows: list[dict[str, Any]] = []
+    for engine in engines:
+        checks.choice("engines", engine, pipeline.ENGINES[1:])
+        first = None
+        for n in counts:
+            arguments = json.dumps({"dataset_dir": str(dataset_dir), "crop_size": crop, "resize_to": resize, "batch_size": checks.positive_int("batch_size", batch_size),
+                                    "n_batches": checks.positive_int("n_batches", n_batches), "warmup": checks.positive_int("warmup", warmup), "seed": int(seed), "engine": engine})
+            code = f"from helpers.studies import profiling; profiling._pipeline_rate_child({arguments!r})"
+            cpus = set(available[:n])
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                                  preexec_fn=functools.partial(os.sched_setaffinity, 0, cpus))
+            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            if done.returncode != 0 or not lines:
+                raise RuntimeError(f"the {engine} pipeline benchmark on {n} core(s) failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            measured = json.loads(lines[-1])
+            rate = measured["images_per_s"]
+            first = rate if first is None else first
+            rows.append({"engine": engine, "cores": n, "images_per_s": rate, "speedup": rate / first,
+                         "cpu_ms_per_image": measured["cpu_ms_per_image"],
+                         "cores_used": measured["cpu_ms_per_image"] * rate / 1000})
+    return rows
