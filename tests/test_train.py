@@ -461,6 +461,28 @@ def test_auto_probes_only_runs_long_enough_to_repay_the_probe(float32_after, mon
     assert bool(choice.rates) is probed and ("too few" in choice.reason) is not probed
 
 
+def _counted_batches(counter: list) -> "tf.data.Dataset":
+    def batches():
+        counter.append(1)
+        yield BATCH
+
+    spec = (tf.TensorSpec((4, 8, 8, 1), tf.float32), tf.TensorSpec((4, 2), tf.float32))
+    return tf.data.Dataset.from_generator(batches, output_signature=spec)
+
+
+@pytest.mark.parametrize("planned, iterations", [(10, 0), (None, 1)])
+def test_the_training_data_is_read_only_when_the_probe_runs(float32_after, monkeypatch, planned, iterations):
+    # reading a batch starts an iteration, which moves a seeded shuffle and augmentation stream on:
+    # a run that is not probed must train on exactly the batches it would have had without the probe
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_supports_bfloat16", lambda: True)
+    measured = iter([10.0, 25.0])
+    monkeypatch.setattr(train, "_training_rate", lambda build, settings, batch, loss, steps: next(measured))
+    counter = []
+    train.choose_precision("auto", _tiny_classifier, {}, _counted_batches(counter), "mse", planned_steps=planned)
+    assert len(counter) == iterations
+
+
 def test_planned_steps_must_be_positive():
     with pytest.raises(ValueError, match="planned_steps"):
         train.choose_precision("float32", _tiny_classifier, {}, BATCH, "mse", planned_steps=0)

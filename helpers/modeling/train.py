@@ -281,7 +281,7 @@ def choose_precision(
     precision: str,
     build: Callable[..., keras.Model],
     settings: dict[str, Any],
-    batch: tuple,
+    batch: tuple | tf.data.Dataset,
     loss: Any,
     steps: int = 3,
     margin: float = 1.15,
@@ -295,7 +295,9 @@ def choose_precision(
     steps under float32 and under mixed_bfloat16, in this process, and keeps mixed_bfloat16 only
     if it is at least ``margin`` times faster (depthwise convolutions, e.g. MobileNet, are slower in
     bfloat16 on such CPUs). A run of fewer than ``min_planned_steps`` ``planned_steps`` cannot repay
-    the probe (two builds and traces): float32, unprobed. Call before building the model to train.
+    the probe (two builds and traces): float32, unprobed. ``batch``: ``(images, targets)``, or the
+    training dataset, of which one batch is read only if the probe runs (reading starts an iteration,
+    which moves a seeded shuffle and augmentation stream on). Call before building the model to train.
     """
     checks.choice("precision policy", precision, POLICIES)
     steps = checks.positive_int("steps", steps)
@@ -311,6 +313,8 @@ def choose_precision(
         return PrecisionChoice(configure_precision("float32"),
                                f"auto: {planned_steps} training steps are too few to repay a bfloat16 probe "
                                f"(probed from {min_planned_steps})")
+    if isinstance(batch, tf.data.Dataset):
+        batch = next(iter(batch))
     rates = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
