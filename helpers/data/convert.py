@@ -43,7 +43,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers.core import checks, files, rle, severstal
-from helpers.data import splits
+from helpers.data import audit, splits
 
 __all__ = [
     "BOX_COLUMNS",
@@ -479,20 +479,14 @@ def convert_neu_seg(
 
 
 def _with_identical_images(groups: dict[str, str], images_dir: Path) -> dict[str, str]:
-    """``groups`` (stem -> group) with byte-identical images of ``images_dir`` merged into one group."""
-    by_hash: dict[str, list[str]] = {}
-    by_size: dict[int, list[Path]] = {}
-    for path in files.list_images(images_dir):
-        by_size.setdefault(path.stat().st_size, []).append(path)
-    for same in by_size.values():
-        for path in same if len(same) > 1 else ():
-            by_hash.setdefault(files.content_hash(path), []).append(path.stem)
-    for stems in by_hash.values():
-        if len(stems) > 1:
-            merged = min(groups.get(stem, stem) for stem in stems)
-            old = {groups.get(stem, stem) for stem in stems}
-            groups = {stem: (merged if group in old else group) for stem, group in groups.items()}
-            groups.update({stem: merged for stem in stems})
+    """``groups`` (stem -> group) with byte-identical images of ``images_dir`` (:func:`audit.find_duplicates`) merged."""
+    duplicates = audit.find_duplicates(images_dir, progress=False)
+    for _, same in duplicates.groupby("hash", sort=True):
+        stems = [Path(name).stem for name in same["file"]]
+        old = {groups.get(stem, stem) for stem in stems}
+        merged = min(old)
+        groups = {stem: (merged if group in old else group) for stem, group in groups.items()}
+        groups.update({stem: merged for stem in stems})
     return groups
 
 
