@@ -240,6 +240,9 @@ def _kernel_manager(log_path: Path):
             super().__init__(**kwargs)
 
         async def start_kernel(self, **kwargs):
+            # the runner (or the notebook that ran this one, e.g. 04 running 03) tracks the kernel's
+            # work: it does not track itself (helpers.core.tracking.RUNNER_ENV; stdlib-only module)
+            kwargs["env"] = {**(kwargs.get("env") or os.environ), "DEFECT_RUNNER": "1"}
             with open(log_path, "ab") as log:
                 kwargs.setdefault("stderr", log)
                 return await super().start_kernel(**kwargs)

@@ -107,3 +107,17 @@ def test_write_submission_round_trips(tmp_path):
 def test_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_tuned_record_is_what_serving_reads():
+    truth = np.zeros((1, 5, 5, 1), np.uint8)
+    truth[0, 0:2, 0:2, 0] = 1
+    probs = np.zeros((1, 5, 5, 1), np.float32)
+    probs[0, 0:2, 0:2, 0] = 0.55
+    probs[0, 4, 4, 0] = 0.8
+    best, _ = postprocess.tune(probs, truth, thresholds=[0.5, 0.7], min_areas=[0, 2], class_names={1: "a"})
+    record = postprocess.tuned_record(best, flips=("horizontal",))
+    assert record == {"1": {"threshold": 0.5, "min_area": 2, "dice": 1.0, "dice_default": pytest.approx(8 / 9),
+                            "flips": ["horizontal"]}}
+    with pytest.raises(ValueError, match="threshold and min_area"):
+        postprocess.tuned_record(best.drop(columns="min_area"))

@@ -140,3 +140,23 @@ def test_folders_that_hold_no_run_say_what_they_found(tmp_path):
     with pytest.raises(ValueError, match=r"not a saved run .*found \['scores.json'\]; a transfer run from before run.json"):
         runs.load_run(tmp_path)
     assert not runs.is_run(tmp_path)
+
+
+def test_metrics_found_after_training_are_merged_into_the_record(saved, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in (runs.RUN_FILE, runs.WEIGHTS_FILE):
+        (folder / name).write_bytes((saved[0] / name).read_bytes())
+    tuned = {"1": {"threshold": np.float64(0.4), "min_area": np.int64(100)}}
+    runs.add_metrics(folder, {"postprocessing": tuned, "score": 0.75})
+    run = runs.load_run(folder, build=False)
+    assert run.metrics == {"score": 0.75, "per_class": {"a": 1}, "postprocessing": {"1": {"threshold": 0.4, "min_area": 100}}}
+
+
+def test_metrics_are_not_added_where_no_run_was_saved(tmp_path):
+    with pytest.raises(ValueError, match="no run.json to add metrics to"):
+        runs.add_metrics(tmp_path, {"score": 1.0})
+    (tmp_path / runs.RUN_FILE).write_text('{"format": 1}')
+    with pytest.raises(ValueError, match="'builder' must be"):
+        runs.add_metrics(tmp_path, {"score": 1.0})
+    assert json.loads((tmp_path / runs.RUN_FILE).read_text()) == {"format": 1}

@@ -174,6 +174,21 @@ def test_a_tflite_model_in_a_run_folder_is_described_by_that_run(tflite_model, t
         "thresholds": [0.5, 0.5], "min_areas": [2, 0], "flips": [], "source": "command line"}
 
 
+def test_values_tuned_with_a_flip_tta_are_served_with_it_unless_told_otherwise(tflite_model, tmp_path):
+    run_dir = tmp_path / "models" / "bright-dark"
+    settings = dict(arch="unet", backbone="resnet18", input_shape=[None, None, 1], classes=2)
+    (run_dir / "tflite").mkdir(parents=True)
+    tuned = {str(c): {"threshold": 0.3, "min_area": 2, "flips": ["horizontal"]} for c in (1, 2)}
+    files.atomic_write_json(run_dir / runs.RUN_FILE, {"format": 1, "builder": "segmenter", "settings": settings,
+                                                       "metrics": {"postprocessing": tuned}, "weights": runs.WEIGHTS_FILE})
+    model = run_dir / "tflite" / "bright-dark_float32.tflite"
+    shutil.copy(tflite_model, model)
+    served = TestClient(serve.create_app(model)).get("/model/info").json()["postprocessing"]
+    assert served == {"thresholds": [0.3, 0.3], "min_areas": [2, 2], "flips": ["horizontal"], "source": "run metrics (tuned)"}
+    plain = TestClient(serve.create_app(model, flips=())).get("/model/info").json()["postprocessing"]
+    assert plain["flips"] == [] and plain["source"] == "run metrics (tuned)"
+
+
 def test_segment_gives_kaggle_rle_areas_probabilities_and_the_overlay(tflite_client):
     image = _strip()  # 50x80, smaller than the model's 64x96: padded, then cropped back
     answer = tflite_client.post("/segment?overlay=true", files=_upload(_png(image)))

@@ -1,9 +1,12 @@
 """MLflow tracking of runner calls: metric flattening, and tiny notebooks run into a temporary store."""
 
+import hashlib
 import json
+import os
 import socket
 import time
 import warnings
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -172,9 +175,15 @@ def test_runner_call_becomes_a_parent_run_with_a_child_per_notebook(tiny, tracke
     curve = client.get_metric_history(train.info.run_id, "epoch/val_score")
     assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [(0, 0.25), (1, 0.5)]
     logged = artifacts(client, train.info.run_id) - {"notebook/00_train.kernel.log"}  # logged when not empty
-    assert logged == {
+    assert logged == {  # local store: weights by reference, they lie in outputs/ already
         "notebook/00_train.ipynb", "metrics/00_train.json",
-        "figures/train_curves.png", "models/tiny/log.csv", "models/tiny/run.json", "models/tiny/model.weights.h5"}
+        "figures/train_curves.png", "models/tiny/log.csv", "models/tiny/run.json", "models/tiny/model_files.json"}
+    assert train.data.tags["models"] == "reference" and parent.data.tags["models"] == "reference"
+    weights = run_dir / "models" / "tiny" / "model.weights.h5"
+    downloaded = client.download_artifacts(train.info.run_id, "models/tiny/model_files.json", str(tiny["root"]))
+    reference = json.loads(Path(downloaded).read_text())
+    assert reference == {"model.weights.h5": {"path": str(weights.resolve()), "bytes": 7,
+                                              "sha256": hashlib.sha256(b"weights").hexdigest()}}
 
     folds = children["01_folds"]
     assert folds.data.metrics.keys() == {"f1.random", "notebook_seconds"}
@@ -184,9 +193,42 @@ def test_runner_call_becomes_a_parent_run_with_a_child_per_notebook(tiny, tracke
     fold1 = nested["classification/random/frac1/fold1"]
     assert fold1.data.params == {"arch": "unet", "task": "classification", "init": "random", "fraction": "1", "fold": "1"}
     assert fold1.data.metrics == {"score": 0.5, "epoch/loss": 0.5, "epoch/val_score": 0.5}
-    assert artifacts(client, fold1.info.run_id) == {"model/log.csv", "model/run.json", "model/model.weights.h5"}
+    assert artifacts(client, fold1.info.run_id) == {"model/log.csv", "model/run.json", "model/model_files.json"}
     default = client.get_experiment("0")  # MLflow's own experiment, made with the store: its artifacts beside it too
     assert default.artifact_location.startswith((tiny["outputs_root"] / "mlruns").resolve().as_uri())
+
+
+@pytest.mark.slow
+def test_weight_files_are_copied_into_the_store_when_asked(tiny, tracked, monkeypatch):
+    monkeypatch.setenv(tracking.MODELS_ENV, "copy")
+    run.run_notebooks("tiny", only=["00"], run_name="tiny-copy", **tiny)
+    (parent,), children, _ = runs_of(store(tiny), "tiny-copy")
+    train = children["00_train"]
+    assert train.data.tags["models"] == "copy"
+    assert {"models/tiny/model.weights.h5", "models/tiny/run.json"} <= artifacts(store(tiny), train.info.run_id)
+    assert "models/tiny/model_files.json" not in artifacts(store(tiny), train.info.run_id)
+
+
+@pytest.mark.parametrize("local, policy, expected", [
+    (True, None, "reference"), (False, None, "copy"), (True, "auto", "reference"), (False, "AUTO", "copy"),
+    (True, "copy", "copy"), (False, "reference", "reference")])
+def test_model_policy(local, policy, expected):
+    assert tracking.model_policy(local, policy) == expected
+
+
+def test_model_policy_from_the_environment_and_its_check(monkeypatch):
+    monkeypatch.setenv(tracking.MODELS_ENV, "copy")
+    assert tracking.model_policy(local=True) == "copy"
+    with pytest.raises(ValueError, match="'auto', 'copy', 'reference'"):
+        tracking.model_policy(local=True, policy="upload")
+
+
+@pytest.mark.parametrize("name, weights", [
+    ("model.weights.h5", True), ("unet_int8.tflite", True), ("model.onnx", True), ("ckpt.index", True),
+    ("ckpt.data-00000-of-00001", True), ("saved_model.pb", True), ("run.json", False), ("log.csv", False),
+    ("events.out.tfevents.1", False)])
+def test_weight_files_are_told_by_name(name, weights):
+    assert tracking.is_weight_file(Path("models") / name) is weights
 
 
 @pytest.mark.slow
@@ -258,3 +300,96 @@ def test_importing_the_runner_and_tracking_loads_no_mlflow():
 def test_cli_has_no_track():
     args = run._parser().parse_args(["--no-track", "--only", "02"])
     assert args.no_track is True and run._parser().parse_args([]).no_track is False
+
+
+# ---------------------------------------------------------------- notebooks run by hand
+@pytest.fixture
+def by_hand(tiny, tmp_path, tracked, monkeypatch):
+    """An output folder ``manual`` with a file from before the kernel started and the work of one notebook run."""
+    monkeypatch.delenv(tracking.RUNNER_ENV, raising=False)
+    out = tmp_path / "outputs" / "manual"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "old.png").write_bytes(b"old")
+    os.utime(out / "figures" / "old.png", (1_000_000, 1_000_000))
+    started = 2_000_000.0
+    (out / "figures" / "train_curves.png").write_bytes(b"png")
+    (out / "metrics").mkdir()
+    (out / "metrics" / "00_train.json").write_text(json.dumps({"score": 0.75}))
+    return out, ({"epochs": 3, "fail": False, "output_dir": str(out), "unrelated": 1}, started)
+
+
+def test_a_notebook_run_by_hand_is_tracked_with_its_kernel_values(tiny, by_hand):
+    out, kernel = by_hand
+    run_id = tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"], kernel=kernel)
+    client = store({"outputs_root": out.parent})
+    (parent,), children, _ = runs_of(client, "manual")
+    child = children["00_train"]
+    assert child.info.run_id == run_id and parent.info.run_name == "00_train (interactive)"
+    assert parent.data.tags["source"] == "interactive" and child.data.metrics["score"] == 0.75
+    assert child.data.params == {"epochs": "3", "fail": "false", "output_dir": str(out)}  # the parameters cell's names only
+    assert artifacts(client, run_id) == {"metrics/00_train.json", "figures/train_curves.png"}  # not the file from before
+
+
+def test_saving_again_in_the_same_kernel_replaces_the_run(tiny, by_hand):
+    out, kernel = by_hand
+    first = tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"], kernel=kernel)
+    (out / "metrics" / "00_train.json").write_text(json.dumps({"score": 0.75, "speed": 2.0}))
+    second = tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"], kernel=kernel)
+    client = store({"outputs_root": out.parent})
+    (parent,), children, _ = runs_of(client, "manual")
+    assert second != first and children["00_train"].info.run_id == second
+    assert children["00_train"].data.metrics["speed"] == 2.0
+    assert client.get_run(first).info.lifecycle_stage == "deleted"
+
+
+def test_runs_not_by_hand_are_not_tracked_here(tiny, by_hand, monkeypatch):
+    out, kernel = by_hand
+    assert tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"]) is None  # not in a kernel
+    monkeypatch.setenv(tracking.RUNNER_ENV, "1")  # a kernel the runner started: the runner tracks it
+    assert tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"], kernel=kernel) is None
+    monkeypatch.delenv(tracking.RUNNER_ENV)
+    monkeypatch.setenv(tracking.ENABLE_ENV, "0")
+    assert tracking.track_interactive(out, "00_train", notebooks_dir=tiny["notebooks_dir"], kernel=kernel) is None
+    assert not (out.parent / "mlruns").exists()
+
+
+def test_kernels_started_by_the_runner_are_marked(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv(tracking.ENABLE_ENV, "0")
+    monkeypatch.delenv(tracking.RUNNER_ENV, raising=False)
+    notebook = tmp_path / "probe.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, pathlib; pathlib.Path('marked.txt').write_text(os.environ.get('DEFECT_RUNNER', ''))")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebook)
+    run.execute_notebook(notebook, tmp_path / "out" / "probe.ipynb", {}, progress=False)
+    assert (tmp_path / "marked.txt").read_text() == "1" and tracking.RUNNER_ENV not in os.environ
+
+
+@pytest.mark.parametrize("cell, names", [
+    ('epochs: int = 2  # epochs\nname = "x"', ["epochs", "name"]),
+    ("x: int = 1\nimport os", ["x"]),
+    ("def broken(:", []),
+])
+def test_notebook_parameter_names(cell, names, tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell, metadata={"tags": ["parameters"]})])
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    assert tracking.notebook_parameter_names(tmp_path / "nb.ipynb") == names
+    assert tracking.notebook_parameter_names(tmp_path / "missing.ipynb") == []
+
+
+@pytest.mark.slow
+def test_a_jupyter_kernel_saving_its_metrics_is_tracked(tmp_path, tracked, monkeypatch):
+    import nbclient
+
+    monkeypatch.delenv(tracking.RUNNER_ENV, raising=False)
+    out = tmp_path / "outputs" / "manual"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(f'seed: int = 7  # as in 00\noutput_dir: str = {str(out)!r}  # where outputs go',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('from helpers.core import outputs\noutputs.save_metrics(output_dir, "00_prepare_data", {"n_images": 4})')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    (parent,), children, _ = runs_of(store({"outputs_root": out.parent}), "manual")
+    run = children["00_prepare_data"]
+    assert parent.data.tags["source"] == "interactive" and run.data.metrics["n_images"] == 4
+    assert run.data.params["seed"] == "7" and run.data.params["output_dir"] == str(out)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.core import files
+from helpers.core import files, tracking
 
 __all__ = ["figures_dir", "save_figure", "save_metrics", "load_metrics"]
 
@@ -50,9 +50,15 @@ def _plain(value):
 
 
 def save_metrics(output_dir: str | os.PathLike, notebook: str, metrics: dict) -> Path:
-    """Write ``metrics/<notebook>.json`` atomically (numpy values become plain JSON)."""
+    """Write ``metrics/<notebook>.json`` atomically (numpy values become plain JSON).
+
+    In a notebook run by hand (a Jupyter kernel the runner did not start) the run is then tracked
+    in MLflow unless tracking is off (:func:`helpers.core.tracking.track_interactive`).
+    """
     path = Path(output_dir) / "metrics" / f"{notebook}.json"
-    return files.atomic_write_text(path, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
+    files.atomic_write_text(path, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
+    tracking.track_interactive(output_dir, notebook)
+    return path
 
 
 def load_metrics(output_dir: str | os.PathLike, notebook: str) -> dict:

@@ -10,32 +10,49 @@ histories ``epoch/<column>`` (``step`` = epoch). A notebook that wrote one train
 ``transfer/<task>/<init>/frac<f>/fold<k>``) gets one nested child run per folder, with that
 folder's ``run.json`` settings as parameters and its metrics.
 
+Weight files (:func:`is_weight_file`) follow :func:`model_policy`: in the local store they are
+logged by reference (``model_files.json``: path, bytes, sha256 of each; the files are in
+``outputs/`` already, and one smoke run's weights are about 1 GB), on a tracking server copied;
+``$DEFECT_TRACKING_MODELS=copy|reference`` chooses. The run's tag ``models`` says which.
+
 "Written by the notebook" means created or changed in the run folder while it ran (see
 :func:`snapshot`). The store is :func:`tracking_uri`: ``$MLFLOW_TRACKING_URI`` when set, else an
 embedded SQLite store ``<outputs>/mlruns/mlflow.db`` (artifacts in ``<outputs>/mlruns/artifacts``):
 nothing to start. A tracking server that cannot be reached gives one :class:`TrackingWarning` and
 the run is tracked into that local store instead; any later tracking error warns once and stops
 tracking for the call; the notebooks always run. MLflow is imported only when a run is tracked.
+
+Notebooks run by hand (a Jupyter kernel not started by the runner) are tracked by
+:func:`track_interactive`, which :func:`helpers.core.outputs.save_metrics` calls: the same child
+run, under a parent named ``<notebook> (interactive)``, with the parameters as the kernel holds
+them and the files written since the kernel started.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
+import hashlib
 import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["ENABLE_ENV", "STORE_DIR", "URI_ENV", "RunTracker", "TrackingWarning", "epoch_history",
+__all__ = ["ENABLE_ENV", "MODELS_ENV", "MODEL_POLICIES", "STORE_DIR", "URI_ENV", "RUNNER_ENV", "RunTracker", "is_weight_file", "model_policy", "notebook_parameter_names", "track_interactive", "TrackingWarning", "epoch_history",
            "flatten_metrics", "flatten_params", "local_store_uri", "snapshot", "tracking_enabled",
            "tracking_uri", "written_since"]
 
 ENABLE_ENV = "DEFECT_TRACKING"  # 0 / false / no / off turns tracking off
 URI_ENV = "MLFLOW_TRACKING_URI"
+RUNNER_ENV = "DEFECT_RUNNER"  # set for the kernels helpers.run starts: the runner tracks them, not the kernel
+MODELS_ENV = "DEFECT_TRACKING_MODELS"  # how weight files are logged: auto | copy | reference
+MODEL_POLICIES = ("auto", "copy", "reference")
+REFERENCE_FILE = "model_files.json"  # what a run logs in place of its weight files under "reference"
 STORE_DIR = "mlruns"
 LOG_FILE = "log.csv"  # helpers.modeling.train.LOG: one row per epoch
 RUN_FILE = "run.json"  # helpers.modeling.runs.RUN_FILE: settings and metrics of a saved run
@@ -67,6 +84,34 @@ def local_store_uri(outputs_root: str | os.PathLike) -> str:
 def tracking_uri(outputs_root: str | os.PathLike) -> str:
     """``$MLFLOW_TRACKING_URI`` when set (a team's server), else :func:`local_store_uri`."""
     return os.environ.get(URI_ENV, "").strip() or local_store_uri(outputs_root)
+
+
+def model_policy(local: bool, policy: str | None = None) -> str:
+    """``"copy"`` or ``"reference"``: how a run's weight files are logged.
+
+    ``policy`` (default ``$DEFECT_TRACKING_MODELS``, else ``auto``): ``copy`` uploads them as
+    artifacts; ``reference`` logs ``model_files.json`` instead (each file's path, bytes and sha256),
+    so the store does not hold a second copy of ``outputs/``; ``auto``: ``reference`` in the local
+    store (``local=True``: the files lie beside it), ``copy`` on a tracking server (for the team).
+    """
+    from helpers.core import checks
+
+    chosen = checks.choice(MODELS_ENV, (policy or os.environ.get(MODELS_ENV) or "auto").strip().lower(), MODEL_POLICIES)
+    return ("reference" if local else "copy") if chosen == "auto" else chosen
+
+
+def is_weight_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds model weights (HDF5, Keras, TFLite, ONNX, TF checkpoint or graph files)."""
+    name = Path(path).name
+    return Path(name).suffix in {".h5", ".keras", ".tflite", ".onnx", ".pb", ".index"} or ".data-" in name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _key(text: str) -> str:
@@ -216,7 +261,7 @@ class RunTracker:
         self.run_dir, self.outputs_root = Path(run_dir), Path(outputs_root)
         self.experiment, self.run_name = experiment, run_name or experiment
         self._params, self._tags = dict(params or {}), dict(tags or {})
-        self.enabled, self.uri, self.parent_id = enabled, None, None
+        self.enabled, self.uri, self.parent_id, self.models = enabled, None, None, None
         self._client, self._experiment_id, self._before, self._counts = None, None, {}, {"ok": 0, "failed": 0}
 
     # ------------------------------------------------------------ lifecycle
@@ -279,6 +324,8 @@ class RunTracker:
             tags = {"mlflow.source.name": "helpers.run", **self._tags}
             parent = client.create_run(self._experiment_id, run_name=self.run_name, tags=tags)
         self._client, self.parent_id = client, parent.info.run_id
+        self.models = model_policy(local=self.uri == local)
+        client.set_tag(self.parent_id, "models", self.models)
         self._log(self.parent_id, params=flatten_params(self._params))
 
     def _finish(self, status: str) -> None:
@@ -340,9 +387,28 @@ class RunTracker:
         path = self.run_dir / folder
         history = epoch_history(path / LOG_FILE) if (path / LOG_FILE).is_file() else []
         self._log(run_id, history=history)
+        referenced = {}
         for file in _model_files(path):
-            parent = file.relative_to(path).parent.as_posix()
+            relative = file.relative_to(path)
+            if self.models == "reference" and is_weight_file(file):
+                referenced[relative.as_posix()] = {"path": str(file.resolve()), "bytes": file.stat().st_size,
+                                                   "sha256": _sha256(file)}
+                continue
+            parent = relative.parent.as_posix()
             self._client.log_artifact(run_id, str(file), artifact_path if parent == "." else f"{artifact_path}/{parent}")
+        if referenced:
+            self._client.log_text(run_id, json.dumps(referenced, indent=2) + "\n", f"{artifact_path}/{REFERENCE_FILE}")
+        self._client.set_tag(run_id, "models", self.models)
+
+    def _delete_runs_of(self, kernel_id: str, notebook: str) -> None:
+        """Delete the earlier interactive runs (parent and children) of ``notebook`` in this kernel."""
+        query = f"tags.kernel = '{kernel_id}' and tags.notebook = '{notebook}' and tags.source = 'interactive'"
+        for found in self._client.search_runs([self._experiment_id], filter_string=query):
+            if found.info.run_id == self.parent_id:
+                continue
+            for child in self._client.search_runs([self._experiment_id], filter_string=f"tags.mlflow.parentRunId = '{found.info.run_id}'"):
+                self._client.delete_run(child.info.run_id)
+            self._client.delete_run(found.info.run_id)
 
     # ------------------------------------------------------------ batches
     def _log(self, run_id: str, params: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None,
@@ -357,3 +423,74 @@ class RunTracker:
             self._client.log_batch(run_id, params=params[start:start + _MAX_PARAMS])
         for start in range(0, len(entries), _MAX_METRICS):
             self._client.log_batch(run_id, metrics=entries[start:start + _MAX_METRICS])
+
+
+def notebook_parameter_names(notebook: str | os.PathLike) -> list[str]:
+    """Names assigned in the cell tagged ``parameters`` of a notebook file (empty when there is none)."""
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    for cell in cells:
+        if "parameters" in (cell.get("metadata", {}).get("tags") or []):
+            try:
+                tree = ast.parse("".join(cell.get("source", "")))
+            except SyntaxError:
+                return []
+            return [node.target.id for node in tree.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)] + [
+                target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets if isinstance(target, ast.Name)]
+    return []
+
+
+def _kernel() -> tuple[dict, float | None] | None:
+    """``(user namespace, process start time)`` of the Jupyter kernel running this, or None outside one."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+    try:
+        import psutil  # ipykernel's dependency
+
+        started = psutil.Process().create_time()
+    except Exception:  # no psutil: every file of the folder counts as written by this kernel
+        started = None
+    return shell.user_ns, started
+
+
+def track_interactive(output_dir: str | os.PathLike, notebook: str, notebooks_dir: str | os.PathLike | None = None,
+                      kernel: tuple[dict, float | None] | None = None) -> str | None:
+    """Track a notebook run by hand as an MLflow run; its run id, or None when not tracked.
+
+    Tracked when tracking is on (:func:`tracking_enabled`), the runner did not start the kernel
+    (``$DEFECT_RUNNER`` unset: it tracks its own) and this runs in a Jupyter kernel (``kernel``:
+    ``(namespace, start time)``, default this process's). Experiment = the name of ``output_dir``
+    (e.g. ``manual``); parameters = the names of the notebook's ``parameters`` cell
+    (``notebooks_dir/<notebook>.ipynb``, default the project's) with their values in the kernel;
+    files = those under ``output_dir`` written since the kernel started. A later call for the
+    same notebook in the same kernel (a notebook saving its metrics twice, or run again)
+    replaces the earlier run. Never raises for a tracking problem (it warns).
+    """
+    if not tracking_enabled() or os.environ.get(RUNNER_ENV):
+        return None
+    kernel = kernel or _kernel()
+    if kernel is None:
+        return None
+    namespace, started = kernel
+    output_dir = Path(output_dir).resolve()
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir else Path(__file__).resolve().parents[2] / "notebooks"
+    names = notebook_parameter_names(notebooks_dir / f"{notebook}.ipynb")
+    parameters = {name: namespace[name] for name in names if name in namespace}
+    kernel_id = f"{os.getpid()}-{started}"
+    tracker = RunTracker(output_dir, output_dir.parent, experiment=output_dir.name, run_name=f"{notebook} (interactive)",
+                         params=parameters, tags={"source": "interactive", "kernel": kernel_id, "notebook": notebook})
+    child = []
+    with tracker:
+        if not tracker.active:
+            return None
+        tracker._guard("replace an earlier run of this kernel", tracker._delete_runs_of, kernel_id, notebook)
+        since_ns = None if started is None else int(started * 1e9)
+        tracker._before = {} if since_ns is None else {
+            path: stamp for path, stamp in snapshot(output_dir).items() if stamp[0] < since_ns}
+        seconds = 0.0 if started is None else time.time() - started
+        child.append(tracker.end(notebook, "ok", seconds, parameters, output_dir / "notebooks" / f"{notebook}.ipynb"))
+    return child[0] if child else None

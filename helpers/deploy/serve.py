@@ -24,7 +24,9 @@ Endpoints (JSON unless said otherwise)
 Post-processing
     Per-class thresholds and minimum areas come from ``--threshold``/``--min-area`` when given, else
     from the run's tuned values when present (``run.json`` metrics ``"postprocessing"``:
-    ``{"<ClassId>": {"threshold": t, "min_area": a}}``, the shape of notebook 04's record), else 0.5 / 0.
+    ``{"<ClassId>": {"threshold": t, "min_area": a, "flips": [...]}}``, written by notebooks 03 and 04
+    with :func:`helpers.modeling.postprocess.tuned_record`), else 0.5 / 0. The flip TTA is
+    ``--flip-tta`` when given, else the one the tuned values were tuned with, else none.
     Class names: ``--classes``, else the run's per-class ``dice_<name>`` scores (03), else ``class 1..C``.
 
 Requests
@@ -126,15 +128,17 @@ def _names_from_scores(metrics: dict[str, Any], n_classes: int) -> dict[int, str
     return dict(zip(range(1, n_classes + 1), names)) if len(names) == n_classes else None
 
 
-def _tuned(metrics: dict[str, Any], n_classes: int, where: str) -> tuple[list[float], list[int]] | None:
-    """Per-class ``(thresholds, min_areas)`` from a run's ``"postprocessing"`` record, or None when absent."""
+def _tuned(metrics: dict[str, Any], n_classes: int, where: str) -> tuple[list[float], list[int], tuple[str, ...]] | None:
+    """Per-class ``(thresholds, min_areas)`` and the ``flips`` they were tuned with, from a run's
+    ``"postprocessing"`` record (:func:`helpers.modeling.postprocess.tuned_record`), or None when absent."""
     table = metrics.get("postprocessing")
     if table is None:
         return None
     try:
         rows = [table[str(class_id)] for class_id in range(1, n_classes + 1)]
         return ([checks.number("threshold", row["threshold"], 0.0, 1.0) for row in rows],
-                [checks.integer("min_area", row["min_area"], low=0) for row in rows])
+                [checks.integer("min_area", row["min_area"], low=0) for row in rows],
+                tuple(rows[0].get("flips") or ()))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where}: metrics 'postprocessing' must map every ClassId 1..{n_classes} to "
                          f"{{'threshold': t, 'min_area': a}} ({err})") from None
@@ -170,25 +174,26 @@ class Segmenter:
     """A segmentation model loaded once: its predictor (under a lock), post-processing and description."""
 
     def __init__(self, model_path: str | Path, thresholds: list[float] | None = None, min_areas: list[int] | None = None,
-                 class_names: dict[int, str] | None = None, flips: tuple[str, ...] = (), num_threads: int = 2,
+                 class_names: dict[int, str] | None = None, flips: tuple[str, ...] | None = None, num_threads: int = 2,
                  trust_code: bool = False):
         self.path = Path(model_path)
         self.format = "tflite" if self.path.suffix == ".tflite" else "keras"
         self.predictor = _Locked(predict.load_predictor(self.path, num_threads=num_threads, trust_code=trust_code))
-        self.flips = tuple(flips)
         self.run = _run_beside(self.path)
         warm = self.predictor.input_size or (self.predictor.multiple, self.predictor.multiple)
-        probs, _ = predict.predict_image(self.predictor, np.zeros(warm, np.uint8), flips=self.flips, name="warm-up")
+        probs, _ = predict.predict_image(self.predictor, np.zeros(warm, np.uint8), name="warm-up")
         self.n_classes = probs.shape[-1]
         tuned = _tuned(self.run.metrics, self.n_classes, str(self.run.path)) if self.run else None
         if thresholds is not None or min_areas is not None or tuned is None:
             self.postprocessing_source = "command line" if thresholds is not None or min_areas is not None else "defaults"
-            tuned = tuned or ([0.5], [0])
+            tuned = tuned or ([0.5], [0], ())
             thresholds = tuned[0] if thresholds is None else thresholds
             min_areas = tuned[1] if min_areas is None else min_areas
         else:
             self.postprocessing_source = "run metrics (tuned)"
-            thresholds, min_areas = tuned
+            thresholds, min_areas = tuned[:2]
+            flips = tuned[2] if flips is None else flips  # the flip TTA the values were tuned with
+        self.flips = tuple(checks.choice("flips", flip, ("horizontal", "vertical")) for flip in (flips or ()))
         self.thresholds = [checks.number("thresholds", t, 0.0, 1.0) for t in _per_class("thresholds", thresholds, self.n_classes)]
         self.min_areas = [checks.integer("min_areas", a, low=0) for a in _per_class("min_areas", min_areas, self.n_classes)]
         names = (class_names or (_names_from_scores(self.run.metrics, self.n_classes) if self.run else None)
@@ -335,14 +340,13 @@ def create_app(
     thresholds: list[float] | None = None,
     min_areas: list[int] | None = None,
     class_names: dict[int, str] | None = None,
-    flips: tuple[str, ...] = (),
+    flips: tuple[str, ...] | None = None,
     num_threads: int = 2,
     trust_code: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving ``model_path`` (and ``classifier_path``); both load here, once (module doc)."""
     max_upload_bytes = checks.positive_int("max_upload_bytes", max_upload_bytes)
     max_pixels = checks.positive_int("max_pixels", max_pixels)
-    flips = tuple(checks.choice("flips", flip, ("horizontal", "vertical")) for flip in flips)
     segmenter = Segmenter(model_path, thresholds, min_areas, class_names, flips, num_threads, trust_code)
     classifier = Classifier(classifier_path, trust_code) if classifier_path is not None else None
     page = {name: _static(name) for name in ("index.html", *STATIC)}
@@ -484,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = checks.integer("port", args.port, 0, 65535)
         app = create_app(args.model, args.classifier, args.max_upload_bytes, args.max_pixels, args.threshold, args.min_area,
-                         _class_names(args.classes), ("horizontal",) if args.flip_tta else (), args.threads, args.trust_code)
+                         _class_names(args.classes), ("horizontal",) if args.flip_tta else None, args.threads, args.trust_code)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ __all__ = [
     "flip_tta",
     "remove_small",
     "tune",
+    "tuned_record",
     "write_submission",
 ]
 
@@ -125,6 +126,20 @@ def tune(
     if class_names:
         best.insert(0, "name", [class_names.get(c, str(c)) for c in best.index])
     return best, grid
+
+
+def tuned_record(best: pd.DataFrame, flips: Sequence[str] = ()) -> dict:
+    """``best`` of :func:`tune` as a run's ``"postprocessing"`` metrics record (what serving applies).
+
+    ``{"<ClassId>": {"threshold": t, "min_area": a, "dice": d, "dice_default": d0, "flips": [...]}}``;
+    ``flips``: the flip TTA the values were tuned with.
+    """
+    columns = [c for c in ("threshold", "min_area", "dice", "dice_default") if c in best.columns]
+    if not {"threshold", "min_area"} <= set(columns):
+        raise ValueError(f"best needs threshold and min_area columns (as tune returns), got {list(best.columns)}")
+    return {str(int(class_id)): {"threshold": float(row["threshold"]), "min_area": int(row["min_area"]),
+                                 **{c: float(row[c]) for c in columns[2:]}, "flips": list(flips)}
+            for class_id, row in best[columns].iterrows()}
 
 
 def flip_tta(predict: Callable[..., np.ndarray], images: np.ndarray, flips: Sequence[str] = ("horizontal",), **predict_kwargs) -> np.ndarray:

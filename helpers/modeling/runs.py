@@ -31,7 +31,8 @@ from helpers.core import files
 from helpers.modeling import builders, train, weight_files
 from helpers.backend import keras
 
-__all__ = ["FORMAT", "RUN_FILE", "WEIGHTS_FILE", "Run", "build_settings", "builder_of", "is_run", "load_run", "save_run"]
+__all__ = ["FORMAT", "RUN_FILE", "WEIGHTS_FILE", "Run", "add_metrics", "build_settings", "builder_of", "is_run", "load_run",
+           "save_run"]
 
 FORMAT = 1
 RUN_FILE, WEIGHTS_FILE, LEGACY_BUILD_FILE = "run.json", "model.weights.h5", "build.json"
@@ -92,6 +93,22 @@ def save_run(
     model.save_weights(temporary)
     os.replace(temporary, run_dir / WEIGHTS_FILE)
     return files.atomic_write_json(run_dir / RUN_FILE, record)
+
+
+def add_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
+    """Merge ``metrics`` into the ``run.json`` of a saved run (atomically; same keys replaced); returns ``run.json``.
+
+    For values found after training, e.g. tuned post-processing (``{"postprocessing": {"<ClassId>":
+    {"threshold": t, "min_area": a}}}``), which :mod:`helpers.deploy.serve` then applies.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no {RUN_FILE} to add metrics to (save_run writes it)")
+    _read_record(run_dir)  # checked: a broken record is not rewritten
+    record = files.read_json(path)
+    record["metrics"] = {**record["metrics"], **_plain(dict(metrics))}
+    return files.atomic_write_json(path, record)
 
 
 def _read_record(run_dir: Path) -> tuple[int, str, dict, dict, str]:
