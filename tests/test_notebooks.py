@@ -104,6 +104,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert not errors, stem
     figures = sorted((run_dir / "figures").glob("*.png"))
     assert len(figures) >= len(IDS) and all(f.stat().st_size > 5000 for f in figures)
+    trained = json.loads((run_dir / "models" / "unet-resnet18" / "run.json").read_text())["metrics"]
+    assert set(trained["postprocessing"]) == {"1", "2", "3", "4"}  # tuned by 03, applied by defects-serve
+    best = json.loads((run_dir / "metrics" / "04_compare_architectures.json").read_text())["best_arch"]
+    (best_run,) = (run_dir / "compare" / best / "models").glob("*/run.json")
+    assert json.loads(best_run.read_text())["metrics"]["postprocessing"]["1"]["flips"] == ["horizontal"]  # 04's, with its TTA
     rle_metrics = json.loads((run_dir / "metrics" / "02_rle_masks.json").read_text())
     assert rle_metrics["rows_round_trip_exact"] == rle_metrics["rows_checked"] > 0
     assert rle_metrics["submission_round_trip_exact"] is True
