@@ -27,13 +27,18 @@ def test_apply_thresholds_areas_and_gate_per_class():
     assert gated[..., 0].sum() == 0 and gated[..., 1].sum() == 16
 
 
-def test_tune_finds_the_hand_computed_best():
-    # one image, one class: truth 4 px; the probability map has the 4 true px at 0.55 and a 1-px false blob at 0.8
+def _one_class_example() -> tuple[np.ndarray, np.ndarray]:
+    """One image, one class: truth 4 px; the probability map has the 4 true px at 0.55 and a 1-px false blob at 0.8."""
     truth = np.zeros((1, 5, 5, 1), np.uint8)
     truth[0, 0:2, 0:2, 0] = 1
     probs = np.zeros((1, 5, 5, 1), np.float32)
     probs[0, 0:2, 0:2, 0] = 0.55
     probs[0, 4, 4, 0] = 0.8
+    return probs, truth
+
+
+def test_tune_finds_the_hand_computed_best():
+    probs, truth = _one_class_example()
     best, grid = postprocess.tune(probs, truth, thresholds=[0.5, 0.7], min_areas=[0, 2])
     # threshold 0.5, no area filter: 2*4/(5+4) = 0.888...; with min_area 2 the false pixel goes: Dice 1
     assert grid.query("threshold == 0.5 and min_area == 0")["dice"].item() == pytest.approx(8 / 9)
@@ -110,11 +115,7 @@ def test_errors(call, message):
 
 
 def test_the_tuned_record_is_what_serving_reads():
-    truth = np.zeros((1, 5, 5, 1), np.uint8)
-    truth[0, 0:2, 0:2, 0] = 1
-    probs = np.zeros((1, 5, 5, 1), np.float32)
-    probs[0, 0:2, 0:2, 0] = 0.55
-    probs[0, 4, 4, 0] = 0.8
+    probs, truth = _one_class_example()
     best, _ = postprocess.tune(probs, truth, thresholds=[0.5, 0.7], min_areas=[0, 2], class_names={1: "a"})
     record = postprocess.tuned_record(best, flips=("horizontal",))
     assert record == {"1": {"threshold": 0.5, "min_area": 2, "dice": 1.0, "dice_default": pytest.approx(8 / 9),
