@@ -42,7 +42,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files, severstal, viz
-from helpers.data import augment, pipeline
+from helpers.data import pipeline, tf_augment
 from helpers.deploy import export
 from helpers.modeling import builders, postprocess
 from helpers.backend import keras, tf
@@ -294,7 +294,7 @@ def eval_dataset(
     """
     shape = split_shape(wide, image_ids, resize_to)
     pad_to = builders.padded_size(shape, arch, downsample_factor)
-    transforms = augment.eval_transforms(resize_to=tuple(resize_to) if resize_to else None, pad_to=pad_to)
+    transforms = tf_augment.eval_augment(resize_to=tuple(resize_to) if resize_to else None, pad_to=pad_to)  # TF ops
     data = pipeline.make_dataset(data_dir, image_ids, wide, pipeline.Batching(batch_size, training=False), transforms=transforms,
                                  progress=progress)
     return data, shape

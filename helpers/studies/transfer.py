@@ -53,7 +53,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files
-from helpers.data import augment, pipeline, radiographs
+from helpers.data import augment, pipeline, radiographs, tf_augment
 from helpers.modeling import builders, losses, metrics, runs, train, weight_files
 from helpers.backend import keras, tf
 
@@ -357,7 +357,7 @@ def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, 
             pipeline.Batching(batch_size, training=False), image_size=size, progress=False)
         images = np.concatenate([x.numpy() for x, _ in val_data])
         return train_data, images, labels.reindex(val_ids).to_numpy()
-    transforms = augment.train_transforms(crop_size=crop_size, resize_to=size, seed=seed)
+    transforms = tf_augment.train_augment(crop_size=crop_size, resize_to=size)  # TF ops, seeded by the batching
     train_data = pipeline.make_dataset(data_dir, train_ids, wide, pipeline.Batching(batch_size, training=True, seed=seed),
                                        transforms=transforms, progress=False).map(_merged_defects)
     val_data = pipeline.make_dataset(data_dir, val_ids, wide, pipeline.Batching(batch_size, training=False), resize_to=size,
