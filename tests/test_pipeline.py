@@ -398,6 +398,26 @@ def test_image_dataset_names_unreadable_files_or_skips_them(labelled_images, tmp
     assert sum(int(x.shape[0]) for x, _ in data) == 6
 
 
+def test_image_dataset_tf_engine_matches_the_albumentations_engine(labelled_images):
+    paths, labels = labelled_images
+    batching = pipeline.Batching(3, training=False)
+    python, graph = (_batches(pipeline.make_image_dataset(paths, labels, batching, image_size=(16, 24), progress=False,
+                                                          augment_engine=engine)) for engine in ("albumentations", "tf"))
+    for (a, b), (c, d) in zip(python, graph):  # flat images: the two area resizes agree exactly
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    recipe = tf_augment.train_augment(crop_size=None, flips=False)  # "auto" runs a recipe on TF ops, seeded
+    first, again = (_batches(pipeline.make_image_dataset(paths, labels, pipeline.Batching(3, training=True, seed=1),
+                                                         image_size=(16, 24), transforms=recipe, progress=False)) for _ in range(2))
+    for (a, b), (c, d) in zip(first, again):
+        np.testing.assert_array_equal(a, c)
+    assert first[0][0].shape == (3, 16, 24, 1)
+    with pytest.raises(ValueError, match="need augment_engine='albumentations'"):
+        pipeline.make_image_dataset(paths, labels, batching, transforms=augment.train_transforms(crop_size=None), augment_engine="tf")
+    with pytest.raises(ValueError, match="not .jpg/.jpeg/.png/.bmp/.gif files"):
+        pipeline.make_image_dataset([*paths[:-1], Path(paths[-1]).with_suffix(".tif")], labels, batching, augment_engine="tf")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"labels": np.zeros((5, 2))}, "labels of shape"),
     ({"batch_size": 0}, "batch_size"),

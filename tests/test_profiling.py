@@ -116,3 +116,29 @@ def test_pipeline_scaling_times_each_engine_in_a_pinned_child(tmp_path):
 def test_pipeline_scaling_checks_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         profiling.pipeline_scaling(tmp_path, **kwargs)
+
+
+@pytest.mark.slow  # three child processes, each importing TensorFlow
+def test_shard_reading_rates_time_files_and_shards_in_pinned_children(tmp_path):
+    rows = profiling.shard_reading_rates(tmp_path, n_images=12, image_size=(64, 64), cores=(1,), batch_size=4, n_batches=2,
+                                         warmup=1, progress=False)
+    assert [(r["source"], r["engine"], r["cores"]) for r in rows] == [(*pair, 1) for pair in profiling.SHARD_SOURCES]
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["cpu_ms_per_image"] > 0
+        assert row["cores_used"] == pytest.approx(row["cpu_ms_per_image"] * row["images_per_s"] / 1000)
+        assert row["vs_files_albumentations"] == pytest.approx(row["images_per_s"] / rows[0]["images_per_s"])
+    from helpers.data import records
+
+    (shards,) = [p for p in tmp_path.iterdir() if p.name.endswith("-shards")]
+    assert records.verify(shards)["n_records"] == 12  # the corpus and its shards stay for the next call
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_images": 0}, "n_images"), ({"image_size": (32, 32)}, "image_size"), ({"cores": (0,)}, "cores"),
+    ({"sources": (("shards", "albumentations"),)}, "sources must be one of"), ({"sources": ()}, "at least one pair"),
+    ({"batch_size": 20}, r"batch_size must be an integer in 1..10"), ({"n_batches": 0}, "n_batches"), ({"warmup": 0}, "warmup"),
+])
+def test_shard_reading_rates_check_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        profiling.shard_reading_rates(tmp_path, **{"n_images": 10, "batch_size": 4, **kwargs})
+    assert list(tmp_path.iterdir()) == []  # checked before anything is generated

@@ -214,3 +214,30 @@ def test_eval_recipe_pads_and_resizes(strips):
 def test_recipe_checks_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(("size", "at_most"), [
+    ((HEIGHT, WIDTH), 0),  # same size: unchanged
+    ((24, 48), 0),  # factor 2: OpenCV and TensorFlow round alike
+    ((12, 24), 1),  # factor 4: OpenCV rounds half to even, here half up
+    ((30, 70), 1),  # non-integer factors
+])
+def test_resize_grey_is_an_area_resize_within_one_grey_level_of_opencv(size, at_most):
+    import cv2
+
+    image = _grid()
+    resized = tf_augment.resize_grey(tf.constant(image), size).numpy()
+    assert resized.dtype == np.uint8 and resized.shape == size
+    assert np.abs(resized.astype(int) - cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)).max() == at_most
+    if size == (HEIGHT, WIDTH):
+        np.testing.assert_array_equal(resized, image)
+
+
+def test_augment_image_is_augment_pair_without_masks():
+    image = tf.constant(_grid())
+    recipe = tf_augment.train_augment(crop_size=None, flips=False)
+    for seed in ([0, 1], [0, 2]):
+        alone = tf_augment.augment_image(recipe, image, tf.constant(seed, tf.int64)).numpy()
+        paired, _ = tf_augment.augment_pair(recipe, image, tf.zeros((HEIGHT, WIDTH, 2), tf.uint8), tf.constant(seed, tf.int64))
+        np.testing.assert_array_equal(alone, paired.numpy())
+        assert alone.dtype == np.float32 and alone.shape == (HEIGHT, WIDTH)

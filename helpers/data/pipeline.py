@@ -40,6 +40,17 @@ parallel calls; each epoch differs. Validation keeps ``image_ids`` order (minus 
 Sizes: ``resize_to = (H, W)`` resizes images (area) and masks (nearest) in training and
 validation alike; it is needed to batch a dataset of mixed image sizes (Magnetic-tile)
 unless the transforms crop or resize to one size (checked when the dataset is built).
+
+Shards: both pipelines also read a shard folder of :mod:`helpers.data.records` (detected by its
+``manifest.json``) in place of the dataset folder / the image files, with TensorFlow ops only,
+giving batches of the same shapes and dtypes, and for evaluation the same pixels (tested). The
+shards are listed first and read by ``tf.data.Dataset.interleave`` (parallel and deterministic
+while training, in order for evaluation), and the dataset is auto-sharded by file
+(``AutoShardPolicy.FILE``: each worker of a multi-worker strategy reads its own shards; write at
+least as many shards as workers). Training shuffles the shard order (seeded, every iteration)
+and the records through a buffer (:data:`SHARD_SHUFFLE_BUFFER`): a local shuffle, not the files
+layout's full one, so the batches and their order differ from the files layout's (write the
+shards in a shuffled order, ``shuffle_seed``, when the source is sorted by class or patient).
 """
 
 from __future__ import annotations
@@ -62,12 +73,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files, rle, severstal
-from helpers.data import augment, tf_augment
+from helpers.data import augment, records, tf_augment
 from helpers.backend import tf
 
 __all__ = [
     "ENGINES",
     "PROBLEM_COLUMNS",
+    "SHARD_SHUFFLE_BUFFER",
     "Batching",
     "check_dataset",
     "make_dataset",
@@ -78,7 +90,8 @@ __all__ = [
 ]
 
 PROBLEM_COLUMNS = ("ImageId", "file", "problem")
-ENGINES = ("auto", "tf", "albumentations")  # make_dataset's augment_engine
+ENGINES = ("auto", "tf", "albumentations")  # make_dataset's and make_image_dataset's augment_engine
+SHARD_SHUFFLE_BUFFER = 1024  # records (their encoded bytes) held for shuffling shards, unless Batching.shuffle_buffer says
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +337,25 @@ class Batching:
         """
         return self._batched(self._pairs(n_items, items), element)
 
+    def stream_batches(
+        self, stream: tf.data.Dataset, n_items: int, element: Callable[[dict, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
+    ) -> tf.data.Dataset:
+        """Batches of a shard ``stream`` of ``(record, draw)`` (:func:`helpers.data.records.record_stream`) mapped by ``element``.
+
+        Training shuffles records with a buffer of ``shuffle_buffer`` (default
+        ``min(n_items, SHARD_SHUFFLE_BUFFER)``; the stream has shuffled the shard order), so the order
+        is not the full shuffle of the files layout. The dataset is auto-sharded *by file*
+        (``AutoShardPolicy.FILE``): under a multi-worker strategy each worker reads its own shards.
+        """
+        if self.training:
+            buffer = self.shuffle_buffer or min(n_items, SHARD_SHUFFLE_BUFFER)
+            stream = stream.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
+        if self.repeat:
+            stream = stream.repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+        return self._batched(stream, element).with_options(options)
+
 
 class _ExitGuard:
     """Lets an interpreter with an open Python-mapped ``tf.data`` iterator exit (no hang, no abort).
@@ -482,10 +514,75 @@ def _graph_dataset(
     return batching.graph_batches(element, len(paths), items)
 
 
+def _shard_manifest(folder: Path, kind: str, check: bool, skip_bad: bool, cache: bool = False) -> dict:
+    """The manifest of a shard folder about to be read (checksums verified with ``check``)."""
+    manifest = records.verify(folder) if check else records.read_manifest(folder)
+    if manifest["kind"] != kind:
+        reader = "make_dataset" if manifest["kind"] == "segmentation" else "make_image_dataset"
+        raise ValueError(f"{folder} holds {manifest['kind']} shards: read them with pipeline.{reader}")
+    if skip_bad:
+        raise ValueError("skip_bad=True is for the files layout: shards hold only images checked when they were written")
+    if cache:
+        raise ValueError("cache=True is for the files layout; shards are read sequentially and decoded in the parallel map")
+    return manifest
+
+
+def _shard_ids(folder: Path, manifest: dict, image_ids: Sequence[str], training: bool) -> list[str]:
+    """``image_ids`` checked against the shards: known, not repeated, and (evaluation) in the stored order."""
+    ids = [str(i) for i in image_ids]
+    position = {i: k for k, i in enumerate(i for shard in manifest["shards"] for i in shard["ids"])}
+    unknown = [i for i in dict.fromkeys(ids) if i not in position]
+    if unknown:
+        raise ValueError(f"{len(unknown)} image_ids are not in the shards of {folder}, e.g. {unknown[:3]}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("image_ids repeat an image: shards give each record once (repeats are for the files layout)")
+    order = [position[i] for i in ids]
+    if not training and any(b < a for a, b in zip(order, order[1:])):
+        raise ValueError(f"evaluation batches of shards come in the stored order: pass image_ids in that order, "
+                         f"records.in_shard_order({str(folder)!r}, image_ids)")
+    return ids
+
+
+def _shard_dataset(
+    folder: Path, image_ids: Sequence[str], wide: pd.DataFrame | None, batching: Batching, recipe: tf_augment.Augment,
+    check: bool, skip_bad: bool, cache: bool,
+) -> tf.data.Dataset:
+    """:func:`make_dataset` of a segmentation shard folder (TF ops only)."""
+    manifest = _shard_manifest(folder, "segmentation", check, skip_bad, cache)
+    ids = _shard_ids(folder, manifest, image_ids, batching.training)
+    classes = [int(c) for c in manifest["class_ids"]]
+    if wide is not None:
+        missing = [i for i in ids if i not in wide.index]
+        if missing or severstal.class_columns(wide) != classes:
+            raise ValueError(f"wide does not describe the shards of {folder} (classes {severstal.class_columns(wide)} vs "
+                             f"{classes}, {len(missing)} image_ids missing): pass records.read_table(folder) or None")
+    batching.check_count(len(ids))
+    size_of = dict(zip((i for shard in manifest["shards"] for i in shard["ids"]),
+                       (tuple(s) for shard in manifest["shards"] for s in shard["sizes"])))
+    size_of = {i: size_of[i] for i in ids}
+    shapes = {recipe.output_size(*size) for size in set(size_of.values())}
+    out_shape = next(iter(shapes)) if len(shapes) == 1 else None
+    if out_shape is None and batching.batch_size > 1:
+        raise _mixed_sizes_error(size_of)
+    n_classes, seed = len(classes), batching.seed
+    height, width = out_shape if out_shape is not None else (None, None)
+
+    def element(record: dict, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        begins, ends, kinds = records.rle_runs(record["rle"])
+        shape = tf.stack([record["height"], record["width"]])
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(draw, tf.int64)])
+        image, masks = tf_augment.augment_runs(recipe, record["image"], shape, begins, ends, kinds, n_classes, key,
+                                               path=record["where"])
+        return tf.ensure_shape(image[..., None], (height, width, 1)), tf.ensure_shape(masks, (height, width, n_classes))
+
+    stream = records.record_stream(folder, manifest, ids, training=batching.training, seed=seed)
+    return batching.stream_batches(stream, len(ids), element)
+
+
 def make_dataset(
     dataset_dir: str | os.PathLike,
     image_ids: Sequence[str],
-    wide: pd.DataFrame,
+    wide: pd.DataFrame | None,
     batching: Batching,
     transforms: tf_augment.Augment | A.BaseCompose | None = None,
     resize_to: Sequence[int] | None = None,
@@ -511,6 +608,14 @@ def make_dataset(
     unless ``transforms`` is an albumentations pipeline. A :class:`tf_augment.Augment` recipe runs
     on either engine (same steps, not the same random draws). Each element's augmentation is seeded
     from ``batching.seed`` and its draw, so a seed given to the transforms themselves is not used.
+
+    ``dataset_dir`` may be a segmentation shard folder (:mod:`helpers.data.records`, detected by its
+    manifest): the same batches from the records' bytes and RLE strings, TF engine only; ``wide``
+    may then be ``None`` (else it must have the shards' classes, e.g. ``records.read_table``). ``check``
+    verifies the shards' checksums; ``skip_bad`` and ``cache`` are refused; ``image_ids`` may not repeat,
+    and evaluation batches come in the stored order (pass ``image_ids`` in it:
+    :func:`helpers.data.records.in_shard_order`). Training reads shards in a shuffled order through a
+    shuffle buffer (:meth:`Batching.stream_batches`): not the files layout's order, nor its draws.
     """
     dataset_dir = Path(dataset_dir)
     if not isinstance(batching, Batching):
@@ -523,6 +628,15 @@ def make_dataset(
         raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
     if isinstance(image_ids, str) or len(image_ids) == 0:
         raise ValueError(f"image_ids must be a non-empty sequence of ImageIds, got {image_ids!r}")
+    if records.is_shard_folder(dataset_dir):
+        if engine != "tf":
+            raise ValueError("shards are read with TensorFlow ops only: use augment_engine='tf' (or 'auto') and a "
+                             "tf_augment recipe as transforms")
+        if transforms is None:
+            transforms = tf_augment.train_augment(crop_size=None, resize_to=resize_to) if training else tf_augment.eval_augment(resize_to=resize_to)
+        return _shard_dataset(dataset_dir, image_ids, wide, batching, transforms, check, skip_bad, cache)
+    if wide is None:
+        raise ValueError(f"wide (the table of {dataset_dir}) is needed for the files layout; only a shard folder may go without")
     unknown = [i for i in dict.fromkeys(image_ids) if i not in wide.index]
     if unknown:
         raise ValueError(f"{len(unknown)} image_ids are not in the table, e.g. {unknown[:3]}")
@@ -598,24 +712,94 @@ def unreadable_images(paths: Sequence[str | os.PathLike], progress: bool = True,
     return pd.DataFrame([row for row in found if row is not None], columns=["file", "problem"], dtype=str)
 
 
+def _image_engine(augment_engine: str, transforms: object, shards: bool) -> str:
+    """The engine of :func:`make_image_dataset`: ``tf`` for shards or a recipe, else ``albumentations`` (the default of files)."""
+    checks.choice("augment_engine", augment_engine, ENGINES)
+    python_steps = isinstance(transforms, (A.BaseCompose, A.BasicTransform))
+    if transforms is not None and not python_steps and not isinstance(transforms, tf_augment.Augment):
+        raise ValueError(f"transforms must be a tf_augment.Augment, an albumentations pipeline or None, got {type(transforms).__name__}")
+    if shards and (python_steps or augment_engine == "albumentations"):
+        raise ValueError("shards are read with TensorFlow ops only: use augment_engine='tf' (or 'auto') and a "
+                         "tf_augment recipe (or None) as transforms, e.g. tf_augment.train_augment(crop_size=None, flips=False)")
+    if augment_engine == "auto":
+        return "tf" if shards or isinstance(transforms, tf_augment.Augment) else "albumentations"
+    if augment_engine == "tf" and python_steps:
+        raise ValueError("albumentations transforms need augment_engine='albumentations' (or 'auto'); for the TF engine "
+                         "give a recipe, e.g. tf_augment.train_augment(crop_size=None, flips=False)")
+    return augment_engine
+
+
+def _image_element(recipe: tf_augment.Augment | None, size: tuple[int, int], seed: int) -> Callable:
+    """Graph ``(encoded bytes, where, draw) -> float32 (H, W, 1)``: decode grey, area resize to ``size``, then ``recipe``."""
+
+    def image_of(data: tf.Tensor, where: tf.Tensor, draw: tf.Tensor) -> tf.Tensor:
+        image = tf_augment.resize_grey(tf_augment.decode_grey(data, where), size)
+        if recipe is None:
+            picture = tf.cast(image, tf.float32)
+        else:
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(draw, tf.int64)])
+            picture = tf_augment.augment_image(recipe, image, key)
+        return tf.ensure_shape(picture[..., None], (*size, 1))
+
+    return image_of
+
+
+def _check_recipe_size(recipe: tf_augment.Augment | None, size: tuple[int, int]) -> None:
+    if recipe is not None and recipe.output_size(*size) != size:
+        raise ValueError(f"transforms must keep image_size {size}, this recipe gives {recipe.output_size(*size)}: "
+                         "leave crop_size / resize_to / pad_to out (image_size resizes)")
+
+
+def _shard_images(folder: Path, labels: object, batching: Batching, size: tuple[int, int], recipe: tf_augment.Augment | None,
+                  check: bool, skip_bad: bool) -> tf.data.Dataset:
+    """:func:`make_image_dataset` of a classification shard folder (TF ops only)."""
+    if labels is not None:
+        raise ValueError("labels come from the shards: pass labels=None with a shard folder (records.read_table gives them)")
+    manifest = _shard_manifest(folder, "classification", check, skip_bad)
+    batching.check_count(manifest["n_records"])
+    image_of = _image_element(recipe, size, batching.seed)
+    n_labels = len(manifest["label_names"])
+
+    def element(record: dict, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return image_of(record["image"], record["where"], draw), tf.ensure_shape(record["labels"], (n_labels,))
+
+    stream = records.record_stream(folder, manifest, training=batching.training, seed=batching.seed)
+    return batching.stream_batches(stream, manifest["n_records"], element)
+
+
 def make_image_dataset(
-    paths: Sequence[str | os.PathLike],
-    labels: np.ndarray,
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    labels: np.ndarray | None,
     batching: Batching,
     image_size: Sequence[int] = (256, 256),
-    transforms: A.BaseCompose | None = None,
+    transforms: A.BaseCompose | tf_augment.Augment | None = None,
     skip_bad: bool = False,
     check: bool = True,
     progress: bool = True,
+    augment_engine: str = "auto",
 ) -> tf.data.Dataset:
     """Batches ``(images (B, H, W, 1) float32 grey levels in [0, 255], labels (B, K) float32)`` for classification.
 
     ``paths``: image files (any size; each is resized to ``image_size = (H, W)``, area
     interpolation); ``labels``: ``(N, K)`` targets, NaN where a label is to be ignored (see
-    :func:`helpers.modeling.losses.masked_bce`). ``transforms``: albumentations steps applied after the
-    resize, on the image only (e.g. ``augment.train_transforms(crop_size=None, ...)`` flips);
+    :func:`helpers.modeling.losses.masked_bce`). ``transforms``: augmentation applied after the
+    resize, on the image only: an albumentations pipeline (e.g. ``augment.train_transforms(crop_size=None, ...)``)
+    or a :class:`tf_augment.Augment` recipe (e.g. ``tf_augment.train_augment(crop_size=None, flips=False)``);
     default none. Batches by ``batching`` (:class:`Batching`); checks (``check``/``skip_bad``:
     unreadable files raise naming them, or are logged and dropped) as in :func:`make_dataset`.
+
+    ``augment_engine``: ``"albumentations"`` reads with :func:`helpers.core.files.read_grey`, resizes
+    with OpenCV's ``INTER_AREA`` and runs albumentations, in ``tf.numpy_function`` (Python under the
+    GIL: about one core); ``"tf"`` runs TensorFlow ops only (:func:`tf_augment.decode_grey`,
+    :func:`tf_augment.resize_grey`, the recipe; JPEG/PNG/BMP/GIF files): it scales with cores;
+    ``"auto"``: ``"tf"`` for a recipe or shards, else ``"albumentations"`` (the files' default, as
+    before). Both give the same pixels without resize; with a resize, grey levels within 1 (see
+    :func:`tf_augment.resize_grey`).
+
+    ``paths`` may be a classification shard folder (:mod:`helpers.data.records`, detected by its
+    manifest) with ``labels=None``: the stored images and labels, TF engine, in the stored order
+    for evaluation; ``check`` verifies the shards' checksums, ``skip_bad`` is refused; training
+    reads shards in a shuffled order through a shuffle buffer (:meth:`Batching.stream_batches`).
     """
     if not isinstance(batching, Batching):
         raise ValueError(f"batching must be a pipeline.Batching, got {type(batching).__name__}")
@@ -623,12 +807,26 @@ def make_image_dataset(
     size = rle.validate_shape(tuple(image_size))
     if skip_bad and not check:
         raise ValueError("skip_bad=True needs check=True (the check finds the images to skip)")
+    shards = isinstance(paths, (str, os.PathLike))
+    if shards and not records.is_shard_folder(paths):
+        raise ValueError(f"paths must be a sequence of image files or a shard folder (with {records.MANIFEST}); "
+                         f"{paths} is not a shard folder")
+    engine = _image_engine(augment_engine, transforms, shards)
+    if engine == "tf":
+        _check_recipe_size(transforms, size)
+    if shards:
+        return _shard_images(Path(paths), labels, batching, size, transforms, check, skip_bad)
     paths = [str(p) for p in paths]
     labels = np.asarray(labels, dtype=np.float32)
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or len(labels) != len(paths) or len(paths) == 0:
         raise ValueError(f"need N >= 1 paths and (N, K) labels, got {len(paths)} paths and labels of shape {labels.shape}")
+    if engine == "tf":
+        unsupported = [p for p in paths if Path(p).suffix.lower() not in tf_augment.TF_SUFFIXES]
+        if unsupported:
+            raise ValueError(f"{len(unsupported)} image(s) are not {'/'.join(tf_augment.TF_SUFFIXES)} files, e.g. "
+                             f"{unsupported[0]}: use augment_engine='albumentations' (Pillow reads them)")
     if check:
         problems = unreadable_images(paths, progress=progress)
         if len(problems):
@@ -639,6 +837,16 @@ def make_image_dataset(
             keep = ~pd.Series(paths).isin(set(problems["file"])).to_numpy()
             paths, labels = [p for p, k in zip(paths, keep) if k], labels[keep]
     batching.check_count(len(paths))
+    if engine == "tf":
+        path_table, label_table = tf.constant(paths), tf.constant(labels)
+        image_of = _image_element(transforms, size, seed)
+
+        def element(index: tf.Tensor, draw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return image_of(tf.io.read_file(path_table[index]), path_table[index], draw), label_table[index]
+
+        return batching.graph_batches(element, len(paths))
+    if isinstance(transforms, tf_augment.Augment):
+        transforms = _albumentations_of(transforms)
     resize = A.Resize(*size, interpolation=cv2.INTER_AREA)
     local = threading.local()
 

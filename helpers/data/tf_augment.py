@@ -50,6 +50,7 @@ from helpers.backend import tf
 __all__ = [
     "Augment",
     "TF_SUFFIXES",
+    "augment_image",
     "augment_pair",
     "decode_grey",
     "eval_augment",
@@ -57,6 +58,7 @@ __all__ = [
     "masks_from_runs",
     "rasterise",
     "read_grey",
+    "resize_grey",
     "run_pixels",
     "train_augment",
 ]
@@ -297,6 +299,24 @@ def _resize(image: tf.Tensor, plane: tf.Tensor | None, size: tuple[int, int]) ->
         plane = tf.raw_ops.ResizeNearestNeighbor(images=plane[None, ..., None], size=size, align_corners=False,
                                                  half_pixel_centers=False)[0, ..., 0]
     return image, plane
+
+
+def resize_grey(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """uint8 ``(h, w)`` = ``size`` area resize of a uint8 ``(H, W)`` image (rounded half up, as :func:`augment_pair`'s resize).
+
+    An image that already has that size is returned unchanged. Against OpenCV's ``INTER_AREA``
+    (the albumentations path) grey levels can differ by 1 where the two round the area mean differently.
+    """
+    height, width = checks.size("size", size)
+    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.constant([height, width])))
+    resized = tf.cond(same, lambda: tf.identity(image), lambda: _resize(image, None, (height, width))[0])
+    return tf.ensure_shape(resized, (height, width))
+
+
+def augment_image(recipe: Augment, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """:func:`augment_pair` of a uint8 ``(H, W)`` image alone (classification): float32 ``(h, w)`` grey levels."""
+    masks = tf.zeros_like(image, tf.uint8)[..., None]
+    return augment_pair(recipe, image, masks, seed)[0]
 
 
 def _pad_bottom_right(values: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -12,6 +12,10 @@
   cores (CPU affinity and TensorFlow's thread pools), per augmentation engine: does it scale?
 - :func:`peak_training_memory`: peak resident memory of a fresh process that builds a model and
   trains a few steps on random batches (so nothing else the caller holds is counted).
+- :func:`shard_reading_rates`: images/s of the pre-training input pipeline (05's) on built-in
+  synthetic chest radiographs, read from individual PNG files or from TFRecord shards
+  (:mod:`helpers.data.records`), in fresh processes held to 1, 2, ... cores; also
+  ``python -m helpers.studies.profiling shard-reading --work-dir DIR --n-images 20000``.
 
 Benchmarks, not tests: report the figures of one run side by side (the machines are noisy).
 """
@@ -29,13 +33,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 
 from helpers.core import checks
 from helpers.data import pipeline
 from helpers.backend import keras, tf
 
-__all__ = ["fit_rate", "peak_training_memory", "pipeline_scaling", "precision_rates", "step_rate", "training_rates"]
+__all__ = ["SHARD_SOURCES", "fit_rate", "main", "peak_training_memory", "pipeline_scaling", "precision_rates",
+           "shard_reading_rates", "step_rate", "training_rates"]
+
+# (source, engine) pairs of shard_reading_rates: 05's pipeline today, its TF-ops engine on the same files, shards
+SHARD_SOURCES = (("files", "albumentations"), ("files", "tf"), ("shards", "tf"))
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -265,3 +275,171 @@ def pipeline_scaling(
                          "cpu_ms_per_image": measured["cpu_ms_per_image"],
                          "cores_used": measured["cpu_ms_per_image"] * rate / 1000})
     return rows
+
+
+def _pinned_child(code: str, cpus: set[int], timeout: float, what: str) -> dict[str, Any]:
+    """Run ``python -c code`` pinned to ``cpus``; its last JSON line."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=functools.partial(os.sched_setaffinity, 0, cpus))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the {what} benchmark failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _shard_rate_child(arguments: str) -> None:
+    """Child of :func:`shard_reading_rates`: print the images/s of one (source, engine) pipeline as a JSON line."""
+    options = json.loads(arguments)
+    threads = len(os.sched_getaffinity(0))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from helpers.data import augment, records, tf_augment
+
+    size, engine = tuple(options["image_size"]), options["engine"]
+    batching = pipeline.Batching(options["batch_size"], training=options["augment"], seed=options["seed"], repeat=True)
+    transforms = None
+    if options["augment"]:  # 05's training augmentation
+        transforms = (augment.train_transforms(crop_size=None, flips=False) if engine == "albumentations"
+                      else tf_augment.train_augment(crop_size=None, flips=False))
+    if options["source"] == "shards":
+        data = pipeline.make_image_dataset(options["shards"], None, batching, image_size=size, transforms=transforms, check=False)
+    else:
+        table = records.read_table(options["shards"])  # the source files' paths and labels
+        labels = table[records.read_manifest(options["shards"])["label_names"]].to_numpy(np.float32)
+        data = pipeline.make_image_dataset(table["path"].tolist(), labels, batching, image_size=size, transforms=transforms,
+                                           check=False, progress=False, augment_engine=engine)
+    iterator = iter(data)
+    for _ in range(options["warmup"]):
+        next(iterator)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(options["n_batches"]):
+        next(iterator)
+    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    images = options["n_batches"] * options["batch_size"]
+    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+
+
+def _benchmark_corpus(work_dir: Path, n_images: int, size: tuple[int, int], seed: int, shard_size_mb: float | None,
+                      progress: bool) -> Path:
+    """The shard folder of ``n_images`` synthetic chest radiographs under ``work_dir`` (generated and written once, then reused)."""
+    import pandas as pd
+
+    from helpers.data import radiographs, records
+    from helpers.data.synth import chest
+
+    name = f"chest-{n_images}-{size[0]}x{size[1]}-seed{seed}"
+    corpus, shards = work_dir / name, work_dir / f"{name}-shards"
+    folder = corpus / chest.DATASET_FOLDER
+    if not ((folder / "train.csv").is_file() and (folder / "valid.csv").is_file()):
+        chest.make_chexpert_dataset(corpus, n_images=n_images, image_size=size, seed=seed, overwrite=True, progress=progress)
+    if not records.is_shard_folder(shards):
+        tables = [radiographs.read_chexpert(folder / f"{split}.csv", frontal_only=False, image_root=corpus) for split in ("train", "valid")]
+        table = pd.concat(tables, ignore_index=True)
+        ids = [str(Path(p).relative_to(folder)) for p in table["path"]]
+        records.write_image_shards(shards, table["path"], table[list(radiographs.CHEXPERT_FINDINGS)].to_numpy(np.float32),
+                                   radiographs.CHEXPERT_FINDINGS, groups=table["group"], ids=ids, source=str(folder),
+                                   shard_size_mb=shard_size_mb, overwrite=True, progress=progress)
+    return shards
+
+
+def shard_reading_rates(
+    work_dir: str | os.PathLike,
+    n_images: int = 20_000,
+    image_size: Sequence[int] = (256, 256),
+    cores: Sequence[int] | None = None,
+    sources: Sequence[tuple[str, str]] = SHARD_SOURCES,
+    batch_size: int = 32,
+    n_batches: int | None = None,
+    warmup: int = 5,
+    augment: bool = True,
+    seed: int = 0,
+    shard_size_mb: float | None = None,
+    timeout: float = 1800.0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Input images/s of the pre-training pipeline from individual PNG files and from shards, per core count.
+
+    ``n_images`` built-in synthetic chest radiographs of ``image_size = (H, W)``
+    (:func:`helpers.data.synth.chest.make_chexpert_dataset`, all views, train + valid) are written
+    under ``work_dir`` once, then as shards (:func:`helpers.data.records.write_image_shards`,
+    ``shard_size_mb``, default 100); both are reused by later calls. Each ``(source, engine)`` of
+    ``sources`` (default :data:`SHARD_SOURCES`: the PNG files through albumentations -- what 05 runs
+    --, the same files through TF ops, the shards through TF ops) is timed in a fresh Python
+    process pinned to the first ``n`` CPUs (``sched_setaffinity``, as ``taskset -c 0[,1]``;
+    TensorFlow's intra/inter-op pools set to ``n``): ``pipeline.make_image_dataset(..., image_size,
+    repeat=True)`` with 05's training augmentation (``augment``; else the evaluation path),
+    ``n_batches`` batches (default one pass: ``n_images // batch_size``) after ``warmup`` untimed ones.
+    ``cores``: default 1 and 2. All figures come from one call, the core counts in turn, sources
+    alternating. Rows ``{"source", "engine", "cores", "images_per_s", "cpu_ms_per_image",
+    "cores_used", "vs_files_albumentations"}`` (the last: rate over the first source's at the
+    same core count). Both layouts are read from a warm page cache (just written). A benchmark:
+    run it on an otherwise idle machine.
+    """
+    n_images = checks.positive_int("n_images", n_images)
+    size = checks.size("image_size", image_size, minimum=64)  # the synthetic radiographs' smallest size
+    available = sorted(os.sched_getaffinity(0))
+    cores = sorted({1, min(2, len(available))}) if cores is None else cores
+    counts = [checks.integer("cores", n, low=1, high=len(available)) for n in cores]
+    pairs = []
+    for pair in sources:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"sources must be (source, engine) pairs from {list(SHARD_SOURCES)}, got {pair!r}")
+        pairs.append(tuple(checks.choice("sources", tuple(pair), SHARD_SOURCES)))
+    if not pairs:
+        raise ValueError(f"sources must name at least one pair of {list(SHARD_SOURCES)}")
+    batch_size = checks.positive_int("batch_size", batch_size)
+    if batch_size > n_images:
+        raise ValueError(f"batch_size must be an integer in 1..{n_images} (n_images), got {batch_size}")
+    n_batches = max(1, n_images // batch_size) if n_batches is None else checks.positive_int("n_batches", n_batches)
+    warmup = checks.positive_int("warmup", warmup)
+    seed = checks.seed("seed", seed)
+    shards = _benchmark_corpus(Path(work_dir), n_images, size, seed, shard_size_mb, progress)
+    rows: list[dict[str, Any]] = []
+    for n in counts:
+        first = None
+        for source, engine in pairs:
+            arguments = json.dumps({"shards": str(shards), "source": source, "engine": engine, "image_size": list(size),
+                                    "batch_size": batch_size, "n_batches": n_batches, "warmup": warmup, "augment": bool(augment),
+                                    "seed": seed})
+            code = f"from helpers.studies import profiling; profiling._shard_rate_child({arguments!r})"
+            measured = _pinned_child(code, set(available[:n]), timeout, f"{source}/{engine} reading on {n} core(s)")
+            rate = measured["images_per_s"]
+            first = rate if first is None else first
+            rows.append({"source": source, "engine": engine, "cores": n, "images_per_s": rate,
+                         "cpu_ms_per_image": measured["cpu_ms_per_image"],
+                         "cores_used": measured["cpu_ms_per_image"] * rate / 1000, "vs_files_albumentations": rate / first})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m helpers.studies.profiling shard-reading --work-dir DIR [--n-images 20000] [--json FILE]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.studies.profiling", description="Input-pipeline benchmarks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    shard = commands.add_parser("shard-reading", help="pre-training pipeline images/s: PNG files vs TFRecord shards, 1 and 2 cores")
+    shard.add_argument("--work-dir", required=True, help="where the synthetic corpus and its shards are written (and reused)")
+    shard.add_argument("--n-images", type=int, default=20_000)
+    shard.add_argument("--image-size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    shard.add_argument("--cores", type=int, nargs="+", default=None, help="core counts (default 1 2)")
+    shard.add_argument("--batch-size", type=int, default=32)
+    shard.add_argument("--n-batches", type=int, default=None, help="timed batches per figure (default one pass over the images)")
+    shard.add_argument("--eval-path", action="store_true", help="decode + resize only (default: 05's training augmentation)")
+    shard.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    options = parser.parse_args(argv)
+    rows = shard_reading_rates(options.work_dir, n_images=options.n_images, image_size=options.image_size, cores=options.cores,
+                               batch_size=options.batch_size, n_batches=options.n_batches, augment=not options.eval_path)
+    print(f"{'source':8} {'engine':15} {'cores':>5} {'images/s':>9} {'cpu ms/img':>10} {'cores used':>10} {'vs files+alb':>12}")
+    for row in rows:
+        print(f"{row['source']:8} {row['engine']:15} {row['cores']:5d} {row['images_per_s']:9.1f} {row['cpu_ms_per_image']:10.2f} "
+              f"{row['cores_used']:10.2f} {row['vs_files_albumentations']:12.2f}")
+    if options.json:
+        from helpers.core import files
+
+        files.atomic_write_json(options.json, {"n_images": options.n_images, "image_size": options.image_size, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
