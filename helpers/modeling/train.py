@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import io
 import math
 import os
@@ -63,6 +64,7 @@ __all__ = [
     "device_summary",
     "fit",
     "get_strategy",
+    "load_weights",
     "read_log",
     "set_seed",
 ]
@@ -365,6 +367,41 @@ def get_strategy(devices: list[str] | None = None, timeout_s: float | None = Non
     return tf.distribute.get_strategy()
 
 
+def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)`` that also works for a model built under MirroredStrategy or MultiWorkerMirroredStrategy.
+
+    Keras assigns a ``.weights.h5`` file's HDF5 datasets to the variables as they are, which the
+    summed per-replica variables of a metric (the loss tracker's) refuse under those strategies
+    (``TypeError: unsupported operand type(s) for /: 'Dataset' and 'int'``); for such a model Keras'
+    own loader is handed the arrays read into memory instead.
+    """
+    strategy = model.distribute_strategy
+    if not str(path).endswith(".weights.h5") or not isinstance(
+            strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        model.load_weights(path)
+        return
+    saving_lib = importlib.import_module(f"{keras.__name__}.src.saving.saving_lib")
+    store = _ArrayStore(saving_lib.H5IOStore(str(path), mode="r"))
+    try:
+        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="", visited_trackables=set())
+    finally:
+        store.close()
+
+
+class _ArrayStore:
+    """Keras' HDF5 variable store (``saving_lib.H5IOStore``) handing out arrays instead of HDF5 datasets."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def get(self, inner_path: str) -> dict[str, np.ndarray]:
+        entry = self.store.get(inner_path)
+        return {key: np.asarray(entry[key]) for key in entry.keys()}
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The epoch log ``log.csv`` of a run folder."""
     return pd.read_csv(Path(run_dir) / "log.csv")
@@ -433,7 +470,7 @@ def _fit_here(model, train_data, val_data, run_dir: Path, epochs: int, steps_per
             raise ValueError(f"{run_dir} holds a finished run of {recorded} epochs, not {epochs}: "
                              "choose another run_dir, or delete this one to train again")
         _remove_leftovers(run_dir, None)  # a kill may have come while the training state was being deleted
-        model.load_weights(run_dir / LAST)
+        load_weights(model, run_dir / LAST)
         return read_log(run_dir)
     commit = RunCheckpoint(run_dir, monitor=monitor, mode=mode, patience=patience)
     if commit.epochs_done > epochs:
