@@ -23,6 +23,7 @@ also bounds every collective, which catches a worker that hangs alive, at a pric
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "WORKERS_DIR",
     "chief_value",
     "cluster_spec",
+    "convolution_misshapes_empty_batches",
     "gather",
     "is_chief",
     "is_multi_worker",
@@ -59,6 +61,8 @@ TIMEOUT_ENV = "DEFECT_COLLECTIVE_TIMEOUT"  # seconds; unset or 0: collectives wi
 TASK_TYPES = ("chief", "worker")  # the task types of a MultiWorkerMirroredStrategy cluster
 WORKERS_DIR = ".workers"  # inside a folder: the temporary folders of the workers other than the chief
 CONTROL_TIMEOUT_S = 600.0  # bound on the collectives of :func:`gather` (barriers, agreements)
+logger = logging.getLogger(__name__)
+
 _FILE_READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset")  # what FILE sharding splits
 # The one MultiWorkerMirroredStrategy of this process, made on first use: TensorFlow's collective runtime is
 # per process, and a second strategy re-initialises it under the first (measured: "Delete called on non-empty
@@ -158,7 +162,24 @@ def multi_worker_strategy(timeout_s: float | None = None) -> tf.distribute.Multi
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     _PROCESS_STRATEGY.update(key=key, strategy=strategy)
+    if not tf.config.list_physical_devices("GPU") and convolution_misshapes_empty_batches():
+        logger.warning("TensorFlow's CPU (oneDNN) convolution gives an empty batch the wrong shape here, and a worker gets an "
+                       "empty batch when the last batch of an evaluation or prediction holds fewer images than there are "
+                       "workers: a convolutional model then fails there. Set TF_ENABLE_ONEDNN_OPTS=0 on every machine "
+                       "before starting (slower convolutions), or size batches and image counts to avoid such remainders.")
     return strategy
+
+
+def convolution_misshapes_empty_batches() -> bool:
+    """Whether a CPU convolution of an empty batch comes out with the input's channels (TensorFlow 2.21 with oneDNN: yes).
+
+    Under a mirrored strategy a replica gets an empty batch when a final partial batch holds fewer
+    elements than there are replicas; such a convolution then breaks the next layer (``scale must
+    have the same number of elements as the channels of x``). ``TF_ENABLE_ONEDNN_OPTS=0`` avoids it.
+    """
+    with tf.device("/CPU:0"):
+        out = tf.nn.conv2d(tf.zeros((0, 1, 1, 1)), tf.ones((1, 1, 1, 2)), strides=1, padding="VALID")
+    return out.shape[-1] != 2
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
