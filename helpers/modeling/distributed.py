@@ -138,8 +138,8 @@ def is_chief(tf_config: dict | None = None) -> bool:
 def multi_worker_strategy(timeout_s: float | None = None) -> tf.distribute.MultiWorkerMirroredStrategy:
     """``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG`` (checked first), CPU or GPU collectives as available.
 
-    Made once per process and returned again on later calls (TensorFlow cannot re-initialise its
-    collectives in a running process); a later call with another ``TF_CONFIG`` or timeout is a
+    Made once per process, before TensorFlow has run any operation (else ``RuntimeError``), and returned
+    again on later calls (TensorFlow cannot re-initialise its collectives in a running process); a later call with another ``TF_CONFIG`` or timeout is a
     ``ValueError`` (restart the process). Blocks until every task of the cluster has started. ``timeout_s`` (default ``$DEFECT_COLLECTIVE_TIMEOUT``,
     unset: none) aborts any collective that waits longer (``DeadlineExceededError``), e.g. on a worker
     that hangs alive; a dead worker is caught without it, by the coordination service's heartbeats.
@@ -160,7 +160,14 @@ def multi_worker_strategy(timeout_s: float | None = None) -> tf.distribute.Multi
                              f"{_PROCESS_STRATEGY['key'][1]}): one per process; restart it to join another")
         return _PROCESS_STRATEGY["strategy"]
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except RuntimeError as err:
+        if "program startup" not in str(err):
+            raise
+        raise RuntimeError("TensorFlow has already run operations in this process, and a multi-worker strategy can only be "
+                           "made before: call train.get_strategy() first, before any TensorFlow work (03 and 05 do it in "
+                           "their first code cell)") from None
     _PROCESS_STRATEGY.update(key=key, strategy=strategy)
     if not tf.config.list_physical_devices("GPU") and convolution_misshapes_empty_batches():
         logger.warning("TensorFlow's CPU (oneDNN) convolution gives an empty batch the wrong shape here, and a worker gets an "

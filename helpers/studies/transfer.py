@@ -39,6 +39,8 @@ its :class:`FoldRecipe` is recorded in ``recipe.json``.
 Runs train under :func:`helpers.modeling.train.get_strategy` (several GPUs, or the workers of a
 ``TF_CONFIG`` cluster, each running the same sweep): the chief writes the run folders, the other
 workers write their copies to temporary folders that are removed (:mod:`helpers.modeling.distributed`).
+A cluster's strategy can only be made before TensorFlow has run anything in the process:
+:func:`cross_validate` and :func:`run_fold` make it first, so a program must not run TensorFlow before them.
 """
 
 from __future__ import annotations
@@ -396,11 +398,11 @@ def run_fold(
         raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
     batch_size = min(recipe.batch_size, len(train_ids))  # tiny subsets: one batch per epoch
     run_dir = Path(run_dir)
+    strategy = train.get_strategy() if strategy is None else strategy  # before any TensorFlow work (a cluster's must be)
     keras.backend.clear_session()
     train.set_seed(recipe.seed)
     train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, recipe.image_size, batch_size,
                                                   recipe.seed, recipe.crop_size)
-    strategy = train.get_strategy() if strategy is None else strategy
     with strategy.scope():
         model, loaded, settings = build_model(task, init, recipe)
         builders.set_batchnorm_momentum(model, recipe.bn_momentum)
@@ -458,6 +460,7 @@ def cross_validate(
     recipe's ``radiograph_weights`` for that initialisation).
     """
     checks.choice("task", task, TASKS)
+    train.get_strategy()  # a TF_CONFIG cluster's strategy is made before any TensorFlow work; the runs get it again
     encoders = dict(radiograph_encoders or {})
     for init in inits:
         if check_init(init).startswith("radiograph:") and init not in encoders:
