@@ -100,6 +100,14 @@ def test_get_strategy_is_the_default_one_for_a_cluster_of_one_and_refuses_a_malf
         train.get_strategy()
 
 
+def test_a_cluster_strategy_made_after_tensorflow_ran_says_to_make_it_first(monkeypatch):
+    float(tf.constant(1.0) + 1.0)  # this process has run TensorFlow: collectives can no longer be configured
+    monkeypatch.setenv("TF_CONFIG", config(TWO_WORKERS, "worker", 1))
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=r"call train.get_strategy\(\) first, before any TensorFlow work"):
+        train.get_strategy()
+
+
 def test_fit_refuses_a_model_built_outside_the_strategy_of_a_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("TF_CONFIG", config(TWO_WORKERS, "worker", 0))
     model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(1)])
@@ -378,3 +386,65 @@ def test_workers_that_do_not_share_the_run_folder_are_refused(tmp_path):  # two 
     for code, text in outcomes:
         assert code != 0 and "does not see the chief's run folder" in text, text[-3000:]
     assert not (tmp_path / "chief-disk" / "run" / "state.json").exists()
+
+
+# Both workers run the transfer sweep of 06 (classification, 2 folds, 1 epoch) on 12 tiny patches.
+SWEEP_SCRIPT = """
+import sys
+import pandas as pd
+from helpers.core import severstal
+from helpers.studies import transfer
+
+data_dir, out_dir, table = sys.argv[1], sys.argv[2], sys.argv[3]
+wide = severstal.read_dataset(data_dir)
+folds = pd.Series([(i // 3) % 2 for i in range(len(wide))], index=wide.index, name="fold")
+recipe = transfer.FoldRecipe(backbone="mobilenet", image_size=(32, 32), epochs=1, batch_size=2, options={"alpha": 0.25})
+scores, logs = transfer.cross_validate("classification", ["random"], data_dir, wide, folds, out_dir, recipe, progress=False)
+scores.drop(columns="train_seconds").to_csv(table, index=False)
+"""
+
+
+def tiny_patches(root: Path) -> Path:
+    """12 grey 32x32 patches, the even ones with a bright square defect (as tests/test_transfer.py's)."""
+    from helpers.core import files, rle, severstal
+
+    rows = {}
+    for index in range(12):
+        image = np.full((32, 32), 60 + 5 * (index % 3), np.uint8)
+        mask = np.zeros((32, 32), np.uint8)
+        if index % 2 == 0:
+            top, left = 4 + index, 6 + index // 2
+            image[top:top + 6, left:left + 6] = 220
+            mask[top:top + 6, left:left + 6] = 1
+        files.write_image(root / "train_images" / f"p{index:02d}.png", image)
+        rows[f"p{index:02d}.png"] = {1: rle.encode(mask)}
+    wide = pd.DataFrame.from_dict(rows, orient="index")
+    wide.index.name = "ImageId"
+    severstal.write_train_csv(wide, root / "train.csv")
+    severstal.write_classes(root, {1: "defect"})
+    return root
+
+
+@pytest.mark.slow  # in the full suite, not the fast tier
+def test_a_transfer_sweep_on_two_workers_writes_its_runs_on_the_chief_only(tmp_path):
+    data_dir, out_dir = tiny_patches(tmp_path / "patches"), tmp_path / "transfer"
+    with Processes(tmp_path) as procs:
+        procs.script.write_text(SWEEP_SCRIPT)
+        started = [procs.start(f"sweep-{k}", [data_dir, out_dir, tmp_path / f"scores-{k}.csv"], tf_config)
+                   for k, tf_config in enumerate(cluster(free_ports(2), chief=True))]
+        outcomes = [procs.wait(proc, timeout=240) for proc in started]
+    for code, text in outcomes:
+        assert code == 0, text[-4000:]
+    chief, worker = (pd.read_csv(tmp_path / f"scores-{k}.csv") for k in (0, 1))
+    pd.testing.assert_frame_equal(chief, worker)  # the same models, scored alike on both
+    assert sorted(chief["fold"]) == [0, 1]
+    for fold in (0, 1):
+        run = transfer_run(out_dir, fold)
+        assert {"run.json", "recipe.json", "log.csv", "finished.json", "model.weights.h5"} <= {p.name for p in run.iterdir()}
+    assert not list(out_dir.rglob(distributed.WORKERS_DIR))  # the worker's copies are gone
+
+
+def transfer_run(out_dir: Path, fold: int) -> Path:
+    from helpers.studies import transfer
+
+    return transfer.run_path(out_dir, "classification", "random", 1.0, fold)
