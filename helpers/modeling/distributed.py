@@ -14,10 +14,11 @@ cluster of one) is its own chief and writes the real folder.
 
 The chief is the task of type ``chief``, or ``worker`` 0 when the cluster has no chief.
 :func:`read_tf_config` checks it (``ValueError`` naming the field); :func:`multi_worker_strategy` makes
-the strategy. A worker that dies is detected by TensorFlow's coordination service (heartbeats; seconds):
-the others' next collective fails with ``UnavailableError``. ``timeout_s`` (or ``DEFECT_COLLECTIVE_TIMEOUT``)
-also bounds every collective, which catches a worker that hangs alive, at a price (see
-:func:`multi_worker_strategy`). Nothing happens at import.
+the strategy, once per process and before TensorFlow has run anything there. A worker that dies is
+detected by TensorFlow's coordination service (heartbeats; seconds): the others' next collective fails
+with ``UnavailableError``. ``timeout_s`` (or ``DEFECT_COLLECTIVE_TIMEOUT``) also bounds every collective,
+which catches a worker that hangs alive, at a price (see :func:`multi_worker_strategy`). Nothing happens
+at import.
 """
 
 from __future__ import annotations
