@@ -515,8 +515,15 @@ def _fit_workers(model, train_data, val_data, run_dir: Path, epochs: int, settin
         if nonces.min() < 0:
             raise ValueError(f"the chief could not prepare the run folder {run_dir}: its error says why")
         nonce = int(nonces.max())
-        status = [1, *_committed(run_dir)] if chief else _mirror(run_dir, own_dir, marker, nonce)
-        statuses = distributed.gather(strategy, status)  # (seen, finished, epochs) per replica
+        try:
+            status = [1, *_committed(run_dir)] if chief else _mirror(run_dir, own_dir, marker, nonce)
+        except (ValueError, OSError) as err:
+            status, failure = [-1, -1, -1], err
+        statuses = distributed.gather(strategy, status)  # (seen, finished, epochs) per replica; seen -1: failed
+        if failure is not None:
+            raise failure
+        if statuses[:, 0].min() < 0:
+            raise ValueError(f"a worker could not read the chief's committed state in {run_dir}: its error says why")
         if not statuses[:, 0].all():
             raise ValueError(f"a worker does not see the chief's run folder {run_dir}: under several workers it must be on "
                              "storage every worker sees (a network file system), at the same path on every machine")
@@ -531,12 +538,12 @@ def _fit_workers(model, train_data, val_data, run_dir: Path, epochs: int, settin
         raise RuntimeError(f"multi-worker training lost a worker ({type(err).__name__}: {_cause(err)}). Every worker must "
                            f"stop; start them all again with the same command and fit resumes from the last epoch committed in "
                            f"{run_dir}") from err
-    if chief:
-        marker.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            marker.parent.rmdir()
-        return log
-    return read_log(run_dir)
+    finally:
+        if chief:  # the marker of this start, and .workers once no worker's folder is left in it
+            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.parent.rmdir()
+    return log if chief else read_log(run_dir)
 
 
 def _cause(err: tf.errors.OpError) -> str:
@@ -573,7 +580,8 @@ def _committed(run_dir: Path) -> list[int]:
     """``[finished (0/1), committed epochs]`` of a run folder, completing an interrupted commit."""
     if (run_dir / FINISHED).is_file():
         record = files.read_json(run_dir / FINISHED)
-        return [1, int(record.get("epochs", -1)) if isinstance(record, dict) else -1]
+        epochs = record.get("epochs") if isinstance(record, dict) else None
+        return [1, epochs if isinstance(epochs, int) else -1]  # a bad record: fit names it on every worker
     state = _recover(run_dir)
     return [0, 0 if state is None else state["epoch"] + 1]
 
