@@ -19,11 +19,19 @@ the next start if a kill came first. The finish commits with ``finished.json``. 
 any point resumes after the last committed epoch with the optimiser state, learning-rate position
 and best score intact: no epoch is lost or logged twice. Re-running it after training finished
 trains nothing: the last weights are loaded and the log returned.
+
+Several workers (a model built under ``MultiWorkerMirroredStrategy``, see :func:`get_strategy` and
+:mod:`helpers.modeling.distributed`): every worker runs the same :func:`fit`; the chief commits
+``run_dir``, each other worker the same files in its temporary ``run_dir/.workers/<type>-<index>/``,
+removed when training ends. A restart resumes every worker from the chief's committed state, so
+``run_dir`` must be on storage every worker sees, at the same path (checked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
 import io
 import math
 import os
@@ -40,6 +48,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files
+from helpers.modeling import distributed
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -55,6 +64,7 @@ __all__ = [
     "device_summary",
     "fit",
     "get_strategy",
+    "load_weights",
     "read_log",
     "set_seed",
 ]
@@ -158,7 +168,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         tag = f"epoch-{epoch:04d}"
         state = dict(self.state, epoch=epoch, checkpoint=f"{RESUME}/{tag}", renames=[])
         _trackables(self.model).write(str(self.run_dir / state["checkpoint"]))
-        value = float(logs[self.monitor])
+        # several workers: the chief's value decides for all (saving is a collective every worker must join)
+        value = distributed.chief_value(self.model.distribute_strategy, float(logs[self.monitor]))
         if np.isfinite(value) and self._improved(value):
             state["renames"].append([_temp_name(BEST, tag), BEST])
             self.model.save_weights(self.run_dir / state["renames"][-1][0])
@@ -309,6 +320,9 @@ def choose_precision(
         return PrecisionChoice(configure_precision("mixed_float16"), "auto: a GPU is visible")
     if not cpu_supports_bfloat16():
         return PrecisionChoice(configure_precision("float32"), "auto: this CPU reports no bfloat16 support")
+    if distributed.n_tasks() > 1:  # each worker would time its own probe, and they could choose differently
+        return PrecisionChoice(configure_precision("float32"),
+                               f"auto: {distributed.n_tasks()} workers ({distributed.CONFIG_ENV}) must agree, so no bfloat16 probe")
     if planned_steps is not None and planned_steps < min_planned_steps:
         return PrecisionChoice(configure_precision("float32"),
                                f"auto: {planned_steps} training steps are too few to repay a bfloat16 probe "
@@ -334,14 +348,58 @@ def device_summary() -> str:
     return ", ".join(f"GPU:{i} {name}" for i, name in enumerate(names))
 
 
-def get_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over ``devices`` (default: every GPU when there are 2+), else the default strategy."""
+def get_strategy(devices: list[str] | None = None, timeout_s: float | None = None) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of 2+ tasks, else MirroredStrategy over
+    ``devices`` (default: every GPU when there are 2+), else the default strategy.
+
+    A malformed ``TF_CONFIG`` is a ``ValueError`` naming the field (:func:`helpers.modeling.distributed.read_tf_config`).
+    Across workers every local GPU takes part, the global batch is split over all replicas, and
+    ``timeout_s`` bounds each collective (:func:`helpers.modeling.distributed.multi_worker_strategy`).
+    ``devices`` given: MirroredStrategy over them on this machine, whatever ``TF_CONFIG`` says.
+    """
+    if devices is None and distributed.n_tasks() > 1:
+        return distributed.multi_worker_strategy(timeout_s)
     if devices is None:
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus if len(gpus) > 1 else None
     if devices:
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)`` that also works for a model built under MirroredStrategy or MultiWorkerMirroredStrategy.
+
+    Keras assigns a ``.weights.h5`` file's HDF5 datasets to the variables as they are, which the
+    summed per-replica variables of a metric (the loss tracker's) refuse under those strategies
+    (``TypeError: unsupported operand type(s) for /: 'Dataset' and 'int'``); for such a model Keras'
+    own loader is handed the arrays read into memory instead.
+    """
+    strategy = model.distribute_strategy
+    if not str(path).endswith(".weights.h5") or not isinstance(
+            strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        model.load_weights(path)
+        return
+    saving_lib = importlib.import_module(f"{keras.__name__}.src.saving.saving_lib")
+    store = _ArrayStore(saving_lib.H5IOStore(str(path), mode="r"))
+    try:
+        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="", visited_trackables=set())
+    finally:
+        store.close()
+
+
+class _ArrayStore:
+    """Keras' HDF5 variable store (``saving_lib.H5IOStore``) handing out arrays instead of HDF5 datasets."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def get(self, inner_path: str) -> dict[str, np.ndarray]:
+        entry = self.store.get(inner_path)
+        return {key: np.asarray(entry[key]) for key in entry.keys()}
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -376,10 +434,31 @@ def fit(
     numpy); they run before the commit, so those values are logged and can be the ``monitor``.
     ``extra_callbacks`` run after everything else (values they add are not logged).
     The log has one row per epoch: ``epoch`` (from 0), the logged values, ``epoch_seconds``.
+
+    Under ``MultiWorkerMirroredStrategy`` (:func:`get_strategy` with a ``TF_CONFIG`` cluster) every worker
+    calls ``fit`` alike; datasets give global batches (split over the workers' replicas by Keras, a
+    multiple of their number, else ``ValueError``), sharded by DATA unless they read files
+    (:func:`helpers.modeling.distributed.with_data_sharding`). The chief commits ``run_dir``; the other
+    workers restore the chief's committed state and commit to their temporary folders, removed at the
+    end, so ``run_dir`` must be on storage every worker sees, at the same path (checked: ``ValueError``).
+    A worker lost mid-training makes the others raise ``RuntimeError`` (restart them all to resume).
     """
     epochs = checks.positive_int("epochs", epochs)
     checks.choice("mode", mode, ("max", "min"))
     run_dir = Path(run_dir)
+    settings = dict(steps_per_epoch=steps_per_epoch, monitor=monitor, mode=mode, patience=patience, tensorboard=tensorboard,
+                    progress=progress, extra_callbacks=extra_callbacks, scorers=scorers)
+    if distributed.is_multi_worker(model.distribute_strategy):
+        return _fit_workers(model, train_data, val_data, run_dir, epochs, settings)
+    if distributed.n_tasks() > 1:
+        raise ValueError(f"{distributed.CONFIG_ENV} names a cluster of {distributed.n_tasks()} tasks, but the model was built "
+                         "outside MultiWorkerMirroredStrategy: build and compile it under train.get_strategy().scope()")
+    return _fit_here(model, train_data, val_data, run_dir, epochs, **settings)
+
+
+def _fit_here(model, train_data, val_data, run_dir: Path, epochs: int, steps_per_epoch, monitor, mode, patience, tensorboard,
+              progress, extra_callbacks, scorers) -> pd.DataFrame:
+    """:func:`fit` in one folder: this process's ``run_dir`` (a worker's own folder under several workers)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = run_dir / FINISHED
     if finished.is_file():
@@ -391,7 +470,7 @@ def fit(
             raise ValueError(f"{run_dir} holds a finished run of {recorded} epochs, not {epochs}: "
                              "choose another run_dir, or delete this one to train again")
         _remove_leftovers(run_dir, None)  # a kill may have come while the training state was being deleted
-        model.load_weights(run_dir / LAST)
+        load_weights(model, run_dir / LAST)
         return read_log(run_dir)
     commit = RunCheckpoint(run_dir, monitor=monitor, mode=mode, patience=patience)
     if commit.epochs_done > epochs:
@@ -413,6 +492,118 @@ def fit(
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
     _finish(model, run_dir, epochs)
     return read_log(run_dir)
+
+
+def _fit_workers(model, train_data, val_data, run_dir: Path, epochs: int, settings: dict) -> pd.DataFrame:
+    """:func:`fit` on every worker of a cluster: the chief in ``run_dir``, the others in their folders, seeded from the chief's."""
+    strategy = model.distribute_strategy
+    _check_global_batch(train_data, strategy.num_replicas_in_sync)
+    train_data, val_data = (distributed.with_data_sharding(d) if isinstance(d, tf.data.Dataset) else d
+                            for d in (train_data, val_data))
+    own_dir = distributed.worker_run_dir(run_dir, strategy)
+    chief, marker = own_dir == run_dir, run_dir / distributed.WORKERS_DIR / "chief.json"
+    try:
+        nonce, failure = 0, None
+        if chief:  # an interrupted commit is completed before any worker copies the folder
+            try:
+                nonce = _prepare_chief(run_dir, marker)
+            except (ValueError, OSError) as err:
+                nonce, failure = -1, err
+        nonces = distributed.gather(strategy, [nonce])  # barrier: the chief's folder is ready to be read
+        if failure is not None:
+            raise failure
+        if nonces.min() < 0:
+            raise ValueError(f"the chief could not prepare the run folder {run_dir}: its error says why")
+        nonce = int(nonces.max())
+        try:
+            status = [1, *_committed(run_dir)] if chief else _mirror(run_dir, own_dir, marker, nonce)
+        except (ValueError, OSError) as err:
+            status, failure = [-1, -1, -1], err
+        statuses = distributed.gather(strategy, status)  # (seen, finished, epochs) per replica; seen -1: failed
+        if failure is not None:
+            raise failure
+        if statuses[:, 0].min() < 0:
+            raise ValueError(f"a worker could not read the chief's committed state in {run_dir}: its error says why")
+        if not statuses[:, 0].all():
+            raise ValueError(f"a worker does not see the chief's run folder {run_dir}: under several workers it must be on "
+                             "storage every worker sees (a network file system), at the same path on every machine")
+        if (statuses != statuses[0]).any():
+            raise ValueError(f"the workers found different committed states in {run_dir} ((seen, finished, epochs) per "
+                             f"replica: {statuses.astype(int).tolist()}); delete the run folder to train again")
+        log = _fit_here(model, train_data, val_data, own_dir, epochs, **settings)
+        if not chief:
+            shutil.rmtree(own_dir, ignore_errors=True)
+        distributed.gather(strategy, [0])  # barrier: the run folder is complete, the workers' folders are gone
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as err:
+        raise RuntimeError(f"multi-worker training lost a worker ({type(err).__name__}: {_cause(err)}). Every worker must "
+                           f"stop; start them all again with the same command and fit resumes from the last epoch committed in "
+                           f"{run_dir}") from err
+    finally:
+        if chief:  # the marker of this start, and .workers once no worker's folder is left in it
+            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.parent.rmdir()
+    return log if chief else read_log(run_dir)
+
+
+def _cause(err: tf.errors.OpError) -> str:
+    """The line of a collective's error that says why (and which task), e.g. the coordination service's unhealthy tasks."""
+    lines = [line.strip() for line in str(err.message).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "aborted by" in line or "unhealthy" in line:
+            tasks = [task for task in lines[i + 1:i + 4] if task.startswith("/job:")]
+            return " ".join([line, *tasks])[:400]
+    return (lines or [""])[0][:400]
+
+
+def _check_global_batch(data, replicas: int) -> None:
+    """``ValueError`` when the training batch (if static) is not a multiple of the cluster's replicas."""
+    if not isinstance(data, tf.data.Dataset):
+        return
+    first = tf.nest.flatten(data.element_spec)[0]
+    batch = first.shape[0] if first.shape.rank else None
+    if batch is not None and batch % replicas:
+        raise ValueError(f"the global batch size must be a multiple of the {replicas} replicas of the cluster (each takes an "
+                         f"equal share), got {batch}")
+
+
+def _prepare_chief(run_dir: Path, marker: Path) -> int:
+    """Complete an interrupted commit of ``run_dir``, then write ``marker`` with a fresh nonce (returned) for the workers to read."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _committed(run_dir)
+    nonce = int.from_bytes(os.urandom(6), "little") + 1  # > 0; exact in float64
+    files.atomic_write_json(marker, {"nonce": nonce})
+    return nonce
+
+
+def _committed(run_dir: Path) -> list[int]:
+    """``[finished (0/1), committed epochs]`` of a run folder, completing an interrupted commit."""
+    if (run_dir / FINISHED).is_file():
+        record = files.read_json(run_dir / FINISHED)
+        epochs = record.get("epochs") if isinstance(record, dict) else None
+        return [1, epochs if isinstance(epochs, int) else -1]  # a bad record: fit names it on every worker
+    state = _recover(run_dir)
+    return [0, 0 if state is None else state["epoch"] + 1]
+
+
+def _mirror(run_dir: Path, own_dir: Path, marker: Path, nonce: int) -> list[int]:
+    """Copy the chief's committed state of ``run_dir`` into this worker's ``own_dir``: ``[1, *_committed(own_dir)]``, or
+    ``[0, -1, -1]`` when ``marker`` does not hold the chief's ``nonce`` (``run_dir`` is not the chief's folder: no shared storage)."""
+    try:
+        seen = files.read_json(marker)
+    except (OSError, ValueError):
+        seen = None
+    if not isinstance(seen, dict) or seen.get("nonce") != nonce:
+        return [0, -1, -1]
+    shutil.rmtree(own_dir, ignore_errors=True)
+    own_dir.mkdir(parents=True)
+    finished = (run_dir / FINISHED).is_file()
+    for name in (STATE, LOG, BEST, LAST, FINISHED):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, own_dir / name)
+    if (run_dir / RESUME).is_dir() and not finished:  # a finished run's training state may be being deleted
+        shutil.copytree(run_dir / RESUME, own_dir / RESUME)
+    return [1, *_committed(own_dir)]
 
 
 def _cardinality(data: tf.data.Dataset) -> int | None:

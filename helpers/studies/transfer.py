@@ -35,6 +35,12 @@ initialisation).
 its own folder, and skips the finished ones when re-run (an interrupted sweep resumes). Every
 finished run is a saved run (:func:`helpers.modeling.runs.load_run` gives its model and scores);
 its :class:`FoldRecipe` is recorded in ``recipe.json``.
+
+Runs train under :func:`helpers.modeling.train.get_strategy` (several GPUs, or the workers of a
+``TF_CONFIG`` cluster, each running the same sweep): the chief writes the run folders, the other
+workers write their copies to temporary folders that are removed (:mod:`helpers.modeling.distributed`).
+A cluster's strategy can only be made before TensorFlow has run anything in the process:
+:func:`cross_validate` and :func:`run_fold` make it first, so a program must not run TensorFlow before them.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from tqdm.auto import tqdm
 
 from helpers.core import checks, files
 from helpers.data import augment, pipeline, radiographs, tf_augment
-from helpers.modeling import builders, losses, metrics, runs, train, weight_files
+from helpers.modeling import builders, distributed, losses, metrics, runs, train, weight_files
 from helpers.backend import keras, tf
 
 __all__ = [
@@ -376,31 +382,36 @@ def run_fold(
     run_dir: str | os.PathLike,
     recipe: FoldRecipe = FoldRecipe(),
     progress: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fine-tune one model by ``recipe`` and score it on ``val_ids``: ``(scores of the last epoch, epoch log)``.
 
     ``run_dir`` holds the run (see :func:`helpers.modeling.train.fit`; resumable) and, once done, the
     saved run (:func:`helpers.modeling.runs.save_run`: the last epoch's weights, the model's
     settings, the scores). For ``segmentation`` pass the defective images only (as the paper does).
-    ``batch_size`` is lowered to the number of training images when they are fewer.
+    ``batch_size`` is lowered to the number of training images when they are fewer. The model is
+    built and trained under ``strategy`` (default :func:`helpers.modeling.train.get_strategy`); under
+    several workers only the chief writes ``run_dir``.
     """
     checks.choice("task", task, TASKS)
     if recipe.crop_size is not None and task == "classification":
         raise ValueError("crop_size is for segmentation (a crop may cut the defect out of a classification image)")
     batch_size = min(recipe.batch_size, len(train_ids))  # tiny subsets: one batch per epoch
     run_dir = Path(run_dir)
+    strategy = train.get_strategy() if strategy is None else strategy  # before any TensorFlow work (a cluster's must be)
     keras.backend.clear_session()
     train.set_seed(recipe.seed)
     train_data, val_images, val_truth = _datasets(task, data_dir, wide, train_ids, val_ids, recipe.image_size, batch_size,
                                                   recipe.seed, recipe.crop_size)
-    model, loaded, settings = build_model(task, init, recipe)
-    builders.set_batchnorm_momentum(model, recipe.bn_momentum)
-    builders.set_encoder_batchnorm_trainable(model, recipe.backbone, recipe.encoder_batchnorm == "trainable")
-    steps = max(1, len(train_ids) // batch_size)
-    schedule = train.WarmupCosine(recipe.learning_rate, total_steps=recipe.epochs * steps,
-                                  min_lr=min(recipe.min_learning_rate, recipe.learning_rate))
-    loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    with strategy.scope():
+        model, loaded, settings = build_model(task, init, recipe)
+        builders.set_batchnorm_momentum(model, recipe.bn_momentum)
+        builders.set_encoder_batchnorm_trainable(model, recipe.backbone, recipe.encoder_batchnorm == "trainable")
+        steps = max(1, len(train_ids) // batch_size)
+        schedule = train.WarmupCosine(recipe.learning_rate, total_steps=recipe.epochs * steps,
+                                      min_lr=min(recipe.min_learning_rate, recipe.learning_rate))
+        loss = "categorical_crossentropy" if task == "classification" else losses.get_loss("bce_dice")
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     monitor = "val_f1" if task == "classification" else "val_miou"
     started = time.perf_counter()
     log = train.fit(model, train_data, None, run_dir, epochs=recipe.epochs, monitor=monitor, mode="max", tensorboard=False,
@@ -412,7 +423,9 @@ def run_fold(
     scores |= {"task": task, "init": init, "backbone": recipe.backbone, "encoder_layers_loaded": loaded,
                "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
                "bn_momentum": recipe.bn_momentum, "train_seconds": seconds}
-    runs.save_run(run_dir, model, settings, scores)  # run.json written last: its presence means "done"
+    # run.json written last: its presence means "done"; every worker saves (a collective), the chief into run_dir
+    runs.save_run(distributed.worker_run_dir(run_dir, strategy), model, settings, scores)
+    distributed.remove_worker_dir(run_dir, strategy)
     return scores, log
 
 
@@ -447,6 +460,7 @@ def cross_validate(
     recipe's ``radiograph_weights`` for that initialisation).
     """
     checks.choice("task", task, TASKS)
+    train.get_strategy()  # a TF_CONFIG cluster's strategy is made before any TensorFlow work; the runs get it again
     encoders = dict(radiograph_encoders or {})
     for init in inits:
         if check_init(init).startswith("radiograph:") and init not in encoders:
@@ -490,7 +504,7 @@ def holdout_folds(split: pd.Series) -> pd.Series:
 
 
 def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
-    """Record ``recipe`` in ``run_dir/recipe.json``; a different recorded recipe is a ``ValueError``."""
+    """Record ``recipe`` in ``run_dir/recipe.json`` (the chief of a cluster only); a different recorded recipe is a ``ValueError``."""
     path = run_dir / "recipe.json"
     if path.is_file():
         recorded = files.read_json(path)
@@ -498,6 +512,8 @@ def _check_recipe(run_dir: Path, recipe: dict[str, Any]) -> None:
         if changed:
             raise ValueError(f"{run_dir} was run with other settings ({', '.join(changed)}): "
                              "use another output folder, or delete that run to redo it")
+        return
+    if not distributed.is_chief():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     files.atomic_write_json(path, recipe)
