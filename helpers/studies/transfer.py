@@ -59,7 +59,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.core import checks, files
-from helpers.data import augment, pipeline, radiographs, tf_augment
+from helpers.data import pipeline, radiographs, tf_augment
 from helpers.modeling import builders, distributed, losses, metrics, runs, train, weight_files
 from helpers.backend import keras, tf
 
@@ -354,13 +354,13 @@ def _datasets(task, data_dir, wide, train_ids, val_ids, image_size, batch_size, 
     if task == "classification":
         labels = radiographs.defect_labels(wide)
         onehot = np.eye(2, dtype=np.float32)
-        flips = augment.train_transforms(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)
+        flips = tf_augment.train_augment(crop_size=None, shift_scale_rotate=False, brightness_contrast=False)  # TF ops
         train_data = pipeline.make_image_dataset(
             [Path(data_dir) / "train_images" / i for i in train_ids], onehot[labels.reindex(train_ids).to_numpy()],
             pipeline.Batching(batch_size, training=True, seed=seed), image_size=size, transforms=flips, progress=False)
         val_data = pipeline.make_image_dataset(
             [Path(data_dir) / "train_images" / i for i in val_ids], onehot[labels.reindex(val_ids).to_numpy()],
-            pipeline.Batching(batch_size, training=False), image_size=size, progress=False)
+            pipeline.Batching(batch_size, training=False), image_size=size, progress=False, augment_engine="tf")
         images = np.concatenate([x.numpy() for x, _ in val_data])
         return train_data, images, labels.reindex(val_ids).to_numpy()
     transforms = tf_augment.train_augment(crop_size=crop_size, resize_to=size)  # TF ops, seeded by the batching
