@@ -311,9 +311,11 @@ def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 90) -
     return path
 
 
-def content_hash(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's bytes (for exact-duplicate audits)."""
-    digest = hashlib.sha1()
+def content_hash(path: str | os.PathLike, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes: SHA-1 by default (exact-duplicate audits), ``sha256`` for checksums."""
+    from helpers.core import checks
+
+    digest = hashlib.new(checks.choice("algorithm", algorithm, ("sha1", "sha256")))
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import json
 import math
 import os
@@ -100,18 +99,17 @@ def model_policy(local: bool, policy: str | None = None) -> str:
     return ("reference" if local else "copy") if chosen == "auto" else chosen
 
 
+def _file_sha256(path: Path) -> str:
+    from helpers.core import files
+
+    return files.content_hash(path, "sha256")
+
+
 def is_weight_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds model weights (HDF5, Keras, TFLite, ONNX, TF checkpoint or graph files)."""
     name = Path(path).name
     return Path(name).suffix in {".h5", ".keras", ".tflite", ".onnx", ".pb", ".index"} or ".data-" in name
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _key(text: str) -> str:
@@ -392,7 +390,7 @@ class RunTracker:
             relative = file.relative_to(path)
             if self.models == "reference" and is_weight_file(file):
                 referenced[relative.as_posix()] = {"path": str(file.resolve()), "bytes": file.stat().st_size,
-                                                   "sha256": _sha256(file)}
+                                                   "sha256": _file_sha256(file)}
                 continue
             parent = relative.parent.as_posix()
             self._client.log_artifact(run_id, str(file), artifact_path if parent == "." else f"{artifact_path}/{parent}")

@@ -47,7 +47,6 @@ damaged record (``DataLossError: corrupted record at 123``) does not name the fi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import sys
@@ -178,13 +177,6 @@ def _example(kind: str, item: _Item, data: bytes, encoding: str, shape: tuple[in
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _shard_target(shard_size_mb: float | None, n_shards: int | None) -> tuple[float | None, int | None]:
     if shard_size_mb is not None and n_shards is not None:
@@ -265,12 +257,12 @@ def _write_folder(
                 writer.write(_example(kind, item, data, encoding, shape))
                 bar.update(1)
         shards.append({"file": name, "count": stop - start, "bytes": (folder / name).stat().st_size,
-                       "sha256": _sha256(folder / name), "ids": [item.id for item in items[start:stop]],
+                       "sha256": files.content_hash(folder / name, "sha256"), "ids": [item.id for item in items[start:stop]],
                        "sizes": [list(result[1]) for result in found[start:stop]]})
     bar.close()
     image_sizes = pd.Series([f"{h}x{w}" for _, (h, w), *_ in found]).value_counts().sort_index()
     encodings = pd.Series([result[2] for result in found]).value_counts().sort_index()
-    tables = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.suffix == ".csv"}
+    tables = {p.name: files.content_hash(p, "sha256") for p in sorted(folder.iterdir()) if p.suffix == ".csv"}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **header, "n_records": len(items),
         "image_sizes": {k: int(v) for k, v in image_sizes.items()},
@@ -548,11 +540,11 @@ def _verified(folder: Path) -> dict:
         size = path.stat().st_size
         if size != shard["bytes"]:
             problems.append(f"shard {path}: {size} bytes, the manifest says {shard['bytes']} (truncated or replaced)")
-        elif _sha256(path) != shard["sha256"]:
+        elif files.content_hash(path, "sha256") != shard["sha256"]:
             problems.append(f"shard {path}: sha256 differs from the manifest's (damaged or replaced)")
     for name, digest in manifest.get("tables", {}).items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or files.content_hash(path, "sha256") != digest:
             problems.append(f"table {path}: missing or its sha256 differs from the manifest's")
     if problems:
         raise ValueError(f"{len(problems)} damaged file(s) in shard folder {folder}; write the shards again:\n  "
