@@ -200,6 +200,20 @@ def peak_training_memory(
     return result
 
 
+def _print_timed_batches(data, warmup: int, n_batches: int, batch_size: int, threads: int) -> None:
+    """A benchmark child's result line: images/s and CPU ms per image of ``n_batches`` batches after ``warmup``."""
+    iterator = iter(data)
+    for _ in range(warmup):
+        next(iterator)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(n_batches):
+        next(iterator)
+    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    images = n_batches * batch_size
+    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+
+
 def _pipeline_rate_child(arguments: str) -> None:
     """Child of :func:`pipeline_scaling`: print the images/s of one pipeline as a JSON line."""
     options = json.loads(arguments)
@@ -214,16 +228,7 @@ def _pipeline_rate_child(arguments: str) -> None:
     batching = pipeline.Batching(options["batch_size"], training=True, seed=options["seed"], repeat=True)
     data = pipeline.make_dataset(options["dataset_dir"], list(wide.index), wide, batching, transforms=recipe, check=False,
                                  progress=False, augment_engine=options["engine"])
-    iterator = iter(data)
-    for _ in range(options["warmup"]):
-        next(iterator)
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    for _ in range(options["n_batches"]):
-        next(iterator)
-    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    images = options["n_batches"] * options["batch_size"]
-    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+    _print_timed_batches(data, options["warmup"], options["n_batches"], options["batch_size"], threads)
 
 
 def pipeline_scaling(
@@ -308,16 +313,7 @@ def _shard_rate_child(arguments: str) -> None:
         labels = table[records.read_manifest(options["shards"])["label_names"]].to_numpy(np.float32)
         data = pipeline.make_image_dataset(table["path"].tolist(), labels, batching, image_size=size, transforms=transforms,
                                            check=False, progress=False, augment_engine=engine)
-    iterator = iter(data)
-    for _ in range(options["warmup"]):
-        next(iterator)
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    for _ in range(options["n_batches"]):
-        next(iterator)
-    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    images = options["n_batches"] * options["batch_size"]
-    print(json.dumps({"images_per_s": images / elapsed, "cpu_ms_per_image": 1000 * cpu_s / images, "threads": threads}), flush=True)
+    _print_timed_batches(data, options["warmup"], options["n_batches"], options["batch_size"], threads)
 
 
 def _benchmark_corpus(work_dir: Path, n_images: int, size: tuple[int, int], seed: int, shard_size_mb: float | None,
