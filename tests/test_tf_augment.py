@@ -53,6 +53,33 @@ def test_decode_grey_names_bad_files(tmp_path):
         tf_augment.read_grey(tf.io.read_file(str(good)), tf.constant([HEIGHT, WIDTH + 1]), str(good))
 
 
+def _reaches_size_check(tensor: tf.Tensor) -> bool:
+    """Whether computing ``tensor`` runs an op of the ``size_check`` Assert first (through data or control edges)."""
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if "size_check" in op.name:
+            return True
+        stack += [i.op for i in op.inputs] + list(op.control_inputs)
+    return False
+
+
+@pytest.mark.parametrize("jpeg_window", [False, True])
+def test_size_check_runs_before_the_image_is_used(jpeg_window):
+    """Under a parallel map, a wrong-size file must fail on its size check (naming it), not on a later shape op."""
+    def read(data, shape):
+        if jpeg_window:
+            return tf_augment._jpeg_window(data, shape, "x.jpg", tf.constant(0), tf.constant(0), 2, 2)
+        return tf_augment.read_grey(data, shape, "x.png")
+
+    with tf.Graph().as_default():  # no automatic control dependencies: only the edges the code itself makes
+        image = read(tf.compat.v1.placeholder(tf.string, []), tf.compat.v1.placeholder(tf.int64, [2]))
+        assert _reaches_size_check(image)
+
+
 @pytest.fixture(scope="module")
 def strips(tmp_path_factory):
     """6 synthetic 64x256 steel strips with defects: (folder, wide table)."""

@@ -179,9 +179,10 @@ def _check_bytes(data: tf.Tensor, path: tf.Tensor | str) -> list[tf.Operation]:
     ]
 
 
-def _check_shape(actual: tf.Tensor, shape: tf.Tensor, path: tf.Tensor | str) -> None:
+def _check_shape(actual: tf.Tensor, shape: tf.Tensor, path: tf.Tensor | str) -> tf.Operation:
+    """The Assert that ``actual == shape``; make the image depend on it, or a later shape op may fail first, unnamed."""
     same = tf.reduce_all(tf.equal(tf.cast(actual, tf.int64), tf.cast(shape, tf.int64)))
-    tf.debugging.Assert(same, ["image", path, "is", actual, "(HxW) but its masks are", shape])
+    return tf.debugging.Assert(same, ["image", path, "is", actual, "(HxW) but its masks are", shape], name="size_check")
 
 
 def decode_grey(data: tf.Tensor, path: tf.Tensor | str = "") -> tf.Tensor:
@@ -213,8 +214,8 @@ def read_grey(data: tf.Tensor, shape: tf.Tensor | None = None, path: tf.Tensor |
     image = decode_grey(data, path)
     if shape is None:
         return image
-    _check_shape(tf.shape(image), shape, path)
-    return image
+    with tf.control_dependencies([_check_shape(tf.shape(image), shape, path)]):
+        return tf.identity(image)
 
 
 def run_pixels(begins: tf.Tensor, ends: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -516,8 +517,7 @@ def augment_runs(recipe: Augment, image: tf.Tensor, shape: tf.Tensor, begins: tf
 
 def _jpeg_window(data: tf.Tensor, shape: tf.Tensor, path: tf.Tensor | str, y0: tf.Tensor, x0: tf.Tensor, h: int, w: int) -> tf.Tensor:
     """uint8 ``(h, w)`` window of a JPEG decoded alone (same pixels as decoding all of it), its header size checked against ``shape``."""
-    _check_shape(tf.io.extract_jpeg_shape(data)[:2], shape, path)
-    checked = _check_bytes(data, path)
+    checked = [*_check_bytes(data, path), _check_shape(tf.io.extract_jpeg_shape(data)[:2], shape, path)]
     with tf.control_dependencies(checked):
         window = tf.image.decode_and_crop_jpeg(data, tf.stack([y0, x0, h, w]), channels=1, dct_method="INTEGER_ACCURATE")
     return window[..., 0]
