@@ -109,6 +109,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     best = json.loads((run_dir / "metrics" / "04_compare_architectures.json").read_text())["best_arch"]
     (best_run,) = (run_dir / "compare" / best / "models").glob("*/run.json")
     assert json.loads(best_run.read_text())["metrics"]["postprocessing"]["1"]["flips"] == ["horizontal"]  # 04's, with its TTA
+    grid = json.loads((run_dir / "metrics" / "06_transfer_comparison.json").read_text())["sensitivity"]
+    assert sorted({(cell["batch_size_asked"], cell["learning_rate"]) for cell in grid}) == [(4, 0.001), (8, 0.001)]
     rle_metrics = json.loads((run_dir / "metrics" / "02_rle_masks.json").read_text())
     assert rle_metrics["rows_round_trip_exact"] == rle_metrics["rows_checked"] > 0
     assert rle_metrics["submission_round_trip_exact"] is True

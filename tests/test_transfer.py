@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -259,6 +260,33 @@ def test_holdout_folds_validate_on_val_and_train_on_train_only(tiny_dataset, tmp
     scores, _ = transfer.cross_validate("classification", ["random"], root, wide, folds, tmp_path, TINY, progress=False)
     assert scores["fold"].tolist() == [0]
     assert seen == [(sorted(split.index[split == "train"]), sorted(split.index[split == "val"]))]
+
+
+def test_sensitivity_grid_runs_one_fold_per_cell_with_its_recipe(tiny_dataset, tmp_path, monkeypatch):
+    root, wide, folds = tiny_dataset
+    seen = []
+
+    def record_fold(task, init, data_dir, wide_table, train_ids, val_ids, run_dir, recipe):
+        seen.append((recipe.batch_size, recipe.learning_rate, sorted(val_ids), Path(run_dir).relative_to(tmp_path).parts[0]))
+        return {"f1": recipe.learning_rate * recipe.batch_size}, pd.DataFrame({"epoch": [0], "val_f1": [0.5]})
+
+    monkeypatch.setattr(transfer, "run_fold", record_fold)
+    grid = transfer.sensitivity_grid("classification", ["random"], root, wide, folds, tmp_path, TINY,
+                                     batch_sizes=[2, 4], learning_rates=[0.01, 0.001], fold=1, progress=False)
+    fold_one = sorted(folds.index[folds == 1])
+    assert seen == [(2, 0.01, fold_one, "b2-lr0.01"), (2, 0.001, fold_one, "b2-lr0.001"),
+                    (4, 0.01, fold_one, "b4-lr0.01"), (4, 0.001, fold_one, "b4-lr0.001")]
+    assert grid[["batch_size_asked", "learning_rate", "fold"]].values.tolist() == [[2, 0.01, 1], [2, 0.001, 1], [4, 0.01, 1], [4, 0.001, 1]]
+    assert grid["f1"].tolist() == pytest.approx([0.02, 0.002, 0.04, 0.004])
+
+
+@pytest.mark.parametrize("options, message", [(dict(fold=3), r"fold must be one of \[0, 1\], got 3"),
+                                              (dict(batch_sizes=[0]), "batch_sizes"),
+                                              (dict(learning_rates=[]), "at least one value")])
+def test_sensitivity_grid_checks_its_arguments(tiny_dataset, tmp_path, options, message):
+    root, wide, folds = tiny_dataset
+    with pytest.raises(ValueError, match=message):
+        transfer.sensitivity_grid("classification", ["random"], root, wide, folds, tmp_path, TINY, progress=False, **options)
 
 
 @pytest.mark.parametrize("values, message", [(["train", "test"], "must be 'train' or 'val'"),

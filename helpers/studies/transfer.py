@@ -31,7 +31,8 @@ which gives the convergence curves; the reported scores are those of the **last*
 validation fold is the evaluation fold, so picking the best epoch on it would flatter every
 initialisation).
 
-:func:`cross_validate` runs all (initialisation, fold, training fraction) combinations, each in
+:func:`sensitivity_grid` repeats one fold for every (batch size, learning rate) of a grid (the
+paper's Fig. 7). :func:`cross_validate` runs all (initialisation, fold, training fraction) combinations, each in
 its own folder, and skips the finished ones when re-run (an interrupted sweep resumes). Every
 finished run is a saved run (:func:`helpers.modeling.runs.load_run` gives its model and scores);
 its :class:`FoldRecipe` is recorded in ``recipe.json``.
@@ -82,6 +83,7 @@ __all__ = [
     "model_settings",
     "run_fold",
     "run_path",
+    "sensitivity_grid",
     "training_subset",
 ]
 
@@ -488,6 +490,46 @@ def cross_validate(
         rows.append({"init": init, "fold": fold, "fraction": fraction, **scores})
         logs.append(log.assign(init=init, fold=fold, fraction=fraction))
     return pd.DataFrame(rows), pd.concat(logs, ignore_index=True)
+
+
+def sensitivity_grid(
+    task: str,
+    inits: Sequence[str],
+    data_dir: str | os.PathLike,
+    wide: pd.DataFrame,
+    folds: pd.Series,
+    out_dir: str | os.PathLike,
+    recipe: FoldRecipe = FoldRecipe(),
+    batch_sizes: Sequence[int] = (16, 32, 64),
+    learning_rates: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    fold: int = 0,
+    progress: bool = True,
+    radiograph_encoders: Mapping[str, str | os.PathLike] | None = None,
+) -> pd.DataFrame:
+    """:func:`cross_validate` of one ``fold`` for every (batch size, learning rate) of a grid: one row per (cell, init).
+
+    The paper's Fig. 7 (sensitivity to the two hyper-parameters). ``recipe`` gives everything else;
+    the other folds are trained on. Rows have ``cross_validate``'s scores plus ``learning_rate`` and
+    ``batch_size_asked`` (``batch_size`` is the one used, lower when the training images are fewer).
+    Runs live in ``out_dir/b<batch>-lr<lr>/`` and resume like :func:`cross_validate`'s.
+    """
+    checks.choice("task", task, TASKS)
+    batch_sizes = [checks.positive_int("batch_sizes", b) for b in batch_sizes]
+    learning_rates = [checks.number("learning_rates", lr, low=0.0) for lr in learning_rates]
+    if not batch_sizes or not learning_rates:
+        raise ValueError("batch_sizes and learning_rates each need at least one value")
+    fold = checks.integer("fold", fold, low=0)
+    if not (folds == fold).any():
+        raise ValueError(f"fold must be one of {sorted(int(k) for k in folds.unique() if k >= 0)}, got {fold}")
+    one_fold = folds.where(folds == fold, -1)  # the others: trained on only
+    cells = [(b, lr) for b in batch_sizes for lr in learning_rates]
+    rows = []
+    for batch_size, learning_rate in tqdm(cells, desc=f"{task} grid", unit="cell", disable=not progress):
+        cell = dataclasses.replace(recipe, batch_size=batch_size, learning_rate=learning_rate)
+        scores, _ = cross_validate(task, inits, data_dir, wide, one_fold, Path(out_dir) / f"b{batch_size}-lr{learning_rate:g}",
+                                   cell, progress=False, radiograph_encoders=radiograph_encoders)
+        rows.append(scores.assign(learning_rate=learning_rate, batch_size_asked=batch_size))
+    return pd.concat(rows, ignore_index=True)
 
 
 def holdout_folds(split: pd.Series) -> pd.Series:
