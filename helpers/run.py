@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -231,13 +232,25 @@ def run_folder(outputs_root: Path, run_name: str) -> Path:
 
 
 def _kernel_manager(log_path: Path):
-    """Kernel manager on local IPC sockets (no TCP ports) whose kernel writes its stderr to ``log_path``."""
+    """Kernel manager on local IPC sockets (no TCP ports) whose kernel writes its stderr to ``log_path``.
+
+    The sockets go to a fresh temporary folder, not the notebooks' working folder (where JupyterLab
+    would list them and a second run would pick among the same names).
+    """
     from jupyter_client.manager import AsyncKernelManager
 
     class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             kwargs.setdefault("transport", "ipc")
+            if kwargs["transport"] == "ipc":
+                kwargs.setdefault("ip", os.path.join(tempfile.mkdtemp(prefix="defects-kernel-"), "ipc"))
             super().__init__(**kwargs)
+
+        def cleanup_ipc_files(self) -> None:
+            super().cleanup_ipc_files()
+            folder = os.path.dirname(self.ip)
+            if os.path.basename(folder).startswith("defects-kernel-"):  # the folder made above
+                shutil.rmtree(folder, ignore_errors=True)
 
         async def start_kernel(self, **kwargs):
             # the runner (or the notebook that ran this one, e.g. 04 running 03) tracks the kernel's

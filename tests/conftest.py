@@ -41,3 +41,28 @@ def hostile(tmp_path_factory):
     (folder / "renamed.keras").write_bytes((folder / "m.h5").read_bytes())
     marker.unlink()  # building the model called the Lambda once
     return folder, marker
+
+
+@pytest.fixture(scope="session")
+def mixed_steel_dir(tmp_path_factory):
+    """Eight synthetic steel images in the Severstal layout: four 64x160, four cut to 48x96 (masks cut alike).
+
+    ``splits.csv``: images 0-1 and 4-5 train, 2-3 and 6-7 val (each split holds both sizes).
+    """
+    import pandas as pd
+
+    from helpers.core import files, rle, severstal
+    from helpers.data.synth import steel
+
+    folder = tmp_path_factory.mktemp("mixed") / "steel"
+    wide = steel.make_steel_dataset(folder, n_images=8, height=64, width=160, seed=0, progress=False)
+    for image_id in wide.index[1::2]:
+        path = folder / "train_images" / image_id
+        files.write_image(path, files.read_grey(path)[:48, :96])
+        cut = severstal.decode_masks(wide.loc[image_id])[:48, :96]
+        for k, class_id in enumerate(c for c in wide.columns if isinstance(c, int)):
+            wide.at[image_id, class_id] = rle.encode(cut[..., k])
+    severstal.write_train_csv(wide, folder / "train.csv")
+    split = ["train" if k % 4 < 2 else "val" for k in range(len(wide))]
+    severstal.write_splits(folder, pd.DataFrame({"split": split, "group": list(wide.index)}, index=wide.index.rename("ImageId")))
+    return folder

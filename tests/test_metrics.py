@@ -172,6 +172,38 @@ def test_shape_mismatch_names_both_shapes(fn):
         fn(np.zeros((1, 2, 3, 1)), np.zeros((1, 2, 3, 2)))
 
 
+# two images of their own sizes, 2x3 and 2x2, on one 2x3 canvas (column 2 of the second is padding)
+CANVAS_TRUE = masks([["010", "100"]], [["110", "000"]])
+CANVAS_PRED = masks([["011", "100"]], [["100", "010"]])
+CANVAS_VALID = np.array([grid(["111", "111"]), grid(["110", "110"])], bool)
+
+
+def test_valid_pixels_count_as_if_each_image_were_alone():
+    alone = metrics.evaluate_batches([(CANVAS_TRUE[:1], CANVAS_PRED[:1]), (masks([["11", "00"]]), masks([["10", "01"]]))])
+    assert metrics.evaluate(CANVAS_TRUE, CANVAS_PRED, valid=CANVAS_VALID) == alone
+    padded = metrics.confusion_counts(CANVAS_TRUE, CANVAS_PRED)
+    counted = metrics.confusion_counts(CANVAS_TRUE, CANVAS_PRED, valid=CANVAS_VALID)
+    assert padded.tn[0] == counted.tn[0] and padded.tp[0] == counted.tp[0] + 2  # the 2 padded pixels: background hits
+    ones = np.ones(CANVAS_VALID.shape, bool)
+    assert metrics.confusion_counts(CANVAS_TRUE, CANVAS_PRED, valid=ones) == padded
+
+
+def test_valid_also_hides_predictions_in_the_padding():
+    stray = CANVAS_PRED.copy()
+    stray[1, 0, 2, 0] = 1  # a prediction in the second image's padding
+    kept = metrics.evaluate(CANVAS_TRUE, CANVAS_PRED, valid=CANVAS_VALID)
+    assert metrics.evaluate(CANVAS_TRUE, stray, valid=CANVAS_VALID) == kept
+    assert metrics.dice_per_pair(CANVAS_TRUE, stray, valid=CANVAS_VALID).tolist() == \
+        metrics.dice_per_pair(CANVAS_TRUE, CANVAS_PRED, valid=CANVAS_VALID).tolist()
+
+
+@pytest.mark.parametrize("valid, match", [(np.ones((2, 2, 2), bool), r"valid must have the masks' \(N, H, W\) shape"),
+                                          (np.full((2, 2, 3), 0.5), "valid must be binary")])
+def test_bad_valid_raises(valid, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.confusion_counts(CANVAS_TRUE, CANVAS_PRED, valid=valid)
+
+
 @pytest.mark.parametrize("y_true, y_pred, kwargs, match", [
     (np.zeros((1, 2, 3, 1)), np.full((1, 2, 3, 1), 0.7), {}, "y_pred must be binary.*threshold"),
     (np.full((1, 2, 3, 1), 0.7), np.zeros((1, 2, 3, 1)), {}, "y_true must be binary"),

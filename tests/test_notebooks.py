@@ -80,7 +80,7 @@ def test_notebooks_run_with_their_own_defaults_from_the_notebooks_folder(tmp_pat
     import shutil
 
     folder = tmp_path / "notebooks"
-    shutil.copytree(run.NOTEBOOKS_DIR, folder)
+    shutil.copytree(run.NOTEBOOKS_DIR, folder, ignore=shutil.ignore_patterns("kernel-ipc-*"))  # a running kernel's sockets
     for stem in ("00_prepare_data", "01_eda", "02_rle_masks"):
         executed = tmp_path / "executed" / f"{stem}.ipynb"
         run.execute_notebook(folder / f"{stem}.ipynb", executed, {}, progress=False)
@@ -126,6 +126,20 @@ def test_resize_to_runs_training_and_export(tmp_path):
     assert [nb["status"] for nb in summary["notebooks"]] == ["ok", "ok", "ok"]
     export = json.loads((run_dir / "metrics" / "08_tflite_quantisation.json").read_text())
     assert export["input_size"] == [128, 512]
+
+
+@pytest.mark.notebooks
+def test_images_of_mixed_sizes_train_on_crops_and_score_at_their_own_size(tmp_path, mixed_steel_dir):
+    overrides = {"data_dir": str(mixed_steel_dir), "image_size": [48, 96], "thresholds": [0.5], "min_areas": [0]}
+    run_dir = run.run_notebooks("smoke", only=["03"], overrides=overrides, root=tmp_path, outputs_root=tmp_path / "outputs",
+                                progress=False)
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert [nb["status"] for nb in summary["notebooks"]] == ["ok"]
+    executed = nbformat.read(run_dir / "notebooks" / "03_train_segmentation.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "each scored at its own size on a 64x160 canvas" in printed
+    scores = json.loads((run_dir / "metrics" / "03_train_segmentation.json").read_text())
+    assert 0.0 <= scores["severstal_score"] <= 1.0 and scores["mixed_sizes"] is True
 
 
 @pytest.mark.notebooks

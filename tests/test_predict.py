@@ -278,12 +278,43 @@ def test_predict_dataset_gives_the_models_probabilities_cropped_back(steel_dir):
     np.testing.assert_allclose(flipped.probs, (expected + mirrored) / 2, atol=1e-6)
 
 
-def test_a_split_of_two_image_sizes_needs_resize_to(steel_dir):
+def test_a_split_of_two_image_sizes_needs_resize_to_or_mixed_sizes(steel_dir):
     wide = severstal.read_dataset(steel_dir).copy()
     first, other = wide.index[:2]
     wide.loc[other, "Height"] = 40
-    with pytest.raises(ValueError, match=rf"two sizes \({first} is 50x80, {other} is 40x80\): pass resize_to"):
+    with pytest.raises(ValueError, match=rf"two sizes \({first} is 50x80, {other} is 40x80\): pass resize_to.*or mixed_sizes=True"):
         predict.split_shape(wide, [first, other])
     assert predict.split_shape(wide, [first, other], resize_to=[32, 64]) == (32, 64)
+    assert predict.split_shape(wide, [other, first], mixed_sizes=True) == (50, 80)
     split = predict.read_split(steel_dir, list(severstal.read_dataset(steel_dir).index), resize_to=(32, 64))
-    assert split.inputs.shape == (6, 32, 64, 1) and split.truths.shape[1:3] == (32, 64)
+    assert split.inputs.shape == (6, 32, 64, 1) and split.truths.shape[1:3] == (32, 64) and split.valid is None
+
+
+def test_mixed_sizes_share_one_canvas_and_score_each_image_alone(mixed_steel_dir):
+    from helpers.modeling import metrics
+
+    wide = severstal.read_dataset(mixed_steel_dir)
+    ids = list(wide.index)
+    assert predict.has_mixed_sizes(wide, ids) and not predict.has_mixed_sizes(wide, ids, resize_to=(32, 32))
+    model = _tiny_segmenter()
+    split = predict.predict_dataset(model, mixed_steel_dir, ids, wide, batch_size=4, mixed_sizes=True)
+    assert split.shape == (64, 160) and split.inputs.shape == (8, 64, 160, 1)
+    assert split.sizes == [(64, 160), (48, 96)] * 4
+    assert split.valid[1].sum() == 48 * 96 and split.valid[0].all()
+    assert not split.probs[1, 48:].any() and not split.probs[1, :, 96:].any()  # nothing outside an image's own pixels
+    alone = []
+    for k, image_id in enumerate(ids):
+        truth = severstal.decode_masks(wide.loc[image_id])
+        np.testing.assert_array_equal(split.own(k, split.truths[k]), truth)
+        np.testing.assert_array_equal(split.own(k, split.images[k]), files.read_grey(mixed_steel_dir / "train_images" / image_id))
+        height, width = truth.shape[:2]
+        padded_height, padded_width = builders.padded_size((height, width), "unet")
+        image = split.inputs[k : k + 1, :padded_height, :padded_width]
+        alone.append((truth[None, ..., :2], model.predict(image, verbose=0)[:, :height, :width]))  # the model's 2 classes
+    scores = metrics.evaluate(split.truths[..., :2], split.probs, threshold=0.5, valid=split.valid)
+    expected = metrics.evaluate_batches(alone, threshold=0.5)
+    assert scores.keys() == expected.keys()
+    for key, value in expected.items():
+        assert scores[key] == pytest.approx(value, abs=1e-3, nan_ok=True), key
+
+

@@ -208,6 +208,17 @@ def _readme_commands() -> list[list[str]]:
     return commands
 
 
+def test_the_kernel_sockets_stay_out_of_the_notebooks_folder(tmp_path):
+    source = ("import json, os\nfrom ipykernel import get_connection_info\n"
+              "print(sorted(f for f in os.listdir('.') if 'ipc' in f), json.loads(get_connection_info())['ip'])")
+    nbformat.write(new_notebook(cells=[new_code_cell(source)]), tmp_path / "look.ipynb")
+    executed = run.execute_notebook(tmp_path / "look.ipynb", tmp_path / "out" / "look.ipynb", {}, progress=False)
+    (cell,) = nbformat.read(executed, as_version=4).cells
+    listed, socket_prefix = cell.outputs[0]["text"].split()
+    assert listed == "[]"
+    assert Path(socket_prefix).parent.name.startswith("defects-kernel-") and not Path(socket_prefix).parent.exists()  # removed after
+
+
 def test_every_readme_command_names_declared_parameters():
     """A -p in the README that no selected notebook declares would now stop the run: none may."""
     import papermill

@@ -3,7 +3,10 @@
 Split of a Severstal-layout dataset (validation, tuning, explanations): :func:`read_split` decodes
 the images and true masks once and pads the images for the architecture; :func:`predict_dataset`
 adds the model's probabilities, cropped back to the images' size. :func:`eval_dataset` is the same
-padded split as a ``tf.data`` pipeline (validation during training).
+padded split as a ``tf.data`` pipeline (validation during training). A split of mixed image sizes
+(Magnetic-tile) is evaluated at its own resolution with ``mixed_sizes=True``: every image on one
+canvas of the largest height and width, :attr:`Split.valid` marking each image's own pixels (pass it
+to :func:`helpers.modeling.metrics.evaluate`, so the padding is not scored as background).
 
 A folder:
 
@@ -47,8 +50,8 @@ from helpers.deploy import export
 from helpers.modeling import builders, postprocess
 from helpers.backend import keras, tf
 
-__all__ = ["KerasPredictor", "Split", "eval_dataset", "load_predictor", "main", "predict_dataset", "predict_folder", "predict_image",
-           "read_split", "split_shape"]
+__all__ = ["KerasPredictor", "Split", "eval_dataset", "has_mixed_sizes", "load_predictor", "main", "predict_dataset", "predict_folder",
+           "predict_image", "read_split", "split_shape", "split_sizes"]
 
 SUBMISSION_NAME = "submission.csv"
 OVERLAYS_DIR = "overlays"
@@ -243,7 +246,9 @@ class Split:
 
     ``inputs``: ``(N, H', W', 1)`` float32 grey levels, zero-padded at the bottom/right to what the
     model takes; ``truths``: ``(N, H, W, C)`` uint8 0/1 and ``probs``: ``(N, H, W, C)`` float32, both
-    at the images' ``shape = (H, W)``; ``seconds``: wall time of the prediction.
+    at the images' ``shape = (H, W)``; ``seconds``: wall time of the prediction. Mixed sizes:
+    ``shape`` is the canvas (the largest height and width), ``sizes`` each image's own ``(h, w)``,
+    and truths and probabilities are 0 outside it.
     """
 
     image_ids: list[str]
@@ -252,28 +257,65 @@ class Split:
     shape: tuple[int, int]
     probs: np.ndarray | None = None
     seconds: float = 0.0
+    sizes: list[tuple[int, int]] | None = None
 
     @property
     def images(self) -> np.ndarray:
-        """``(N, H, W)`` uint8 grey images at their own size."""
+        """``(N, H, W)`` uint8 grey images at their own size (mixed sizes: on the canvas)."""
         return np.uint8(self.crop(self.inputs)[..., 0])
 
+    @property
+    def valid(self) -> np.ndarray | None:
+        """``(N, H, W)`` bool, True on each image's own pixels; ``None`` when every image fills ``shape``."""
+        if self.sizes is None:
+            return None
+        inside = np.zeros((len(self.sizes), *self.shape), bool)
+        for k, (height, width) in enumerate(self.sizes):
+            inside[k, :height, :width] = True
+        return inside
+
     def crop(self, batch: np.ndarray) -> np.ndarray:
-        """``batch[:, :H, :W]``: model outputs on ``inputs`` cropped back to the images' size."""
-        return batch[:, : self.shape[0], : self.shape[1]]
+        """``batch[:, :H, :W]``: model outputs on ``inputs`` cropped back to the images' size (mixed: 0 outside each)."""
+        cropped = batch[:, : self.shape[0], : self.shape[1]]
+        if self.sizes is None:
+            return cropped
+        return np.where(self.valid.reshape(*self.valid.shape, *([1] * (cropped.ndim - 3))), cropped, 0).astype(cropped.dtype)
+
+    def own(self, index: int, array: np.ndarray) -> np.ndarray:
+        """``array`` (one image's ``(H, W[, C])`` on the canvas) cut to that image's own size."""
+        height, width = self.sizes[index] if self.sizes is not None else self.shape
+        return array[:height, :width]
 
 
-def split_shape(wide: pd.DataFrame, image_ids: Sequence[str], resize_to: Sequence[int] | None = None) -> tuple[int, int]:
-    """The one ``(H, W)`` of these images (``resize_to`` when given); images of two sizes are a ``ValueError``."""
+def split_sizes(wide: pd.DataFrame, image_ids: Sequence[str], resize_to: Sequence[int] | None = None) -> list[tuple[int, int]]:
+    """Every image's ``(H, W)`` (``resize_to`` for all when given), in ``image_ids`` order."""
     if resize_to:
-        return tuple(int(side) for side in resize_to)
-    sizes = {i: (int(wide.at[i, "Height"]), int(wide.at[i, "Width"])) for i in image_ids}
+        return [tuple(int(side) for side in resize_to)] * len(image_ids)
+    return [(int(wide.at[i, "Height"]), int(wide.at[i, "Width"])) for i in image_ids]
+
+
+def has_mixed_sizes(wide: pd.DataFrame, image_ids: Sequence[str], resize_to: Sequence[int] | None = None) -> bool:
+    """Whether these images (after ``resize_to``) have more than one size: evaluate them with ``mixed_sizes=True``."""
+    return len(set(split_sizes(wide, image_ids, resize_to))) > 1
+
+
+def split_shape(wide: pd.DataFrame, image_ids: Sequence[str], resize_to: Sequence[int] | None = None,
+                mixed_sizes: bool = False) -> tuple[int, int]:
+    """The one ``(H, W)`` of these images (``resize_to`` when given); with ``mixed_sizes`` the largest height and width.
+
+    Images of two sizes without ``mixed_sizes`` are a ``ValueError``.
+    """
+    sizes = dict(zip(image_ids, split_sizes(wide, image_ids, resize_to)))
+    if not sizes:
+        raise ValueError("image_ids is empty")
+    if mixed_sizes:
+        return max(h for h, _ in sizes.values()), max(w for _, w in sizes.values())
     first = next(iter(sizes))
     other = next((i for i, size in sizes.items() if size != sizes[first]), None)
     if other is not None:
         (h0, w0), (h1, w1) = sizes[first], sizes[other]
         raise ValueError(f"the split holds images of two sizes ({first} is {h0}x{w0}, {other} is {h1}x{w1}): "
-                         "pass resize_to=(H, W) to evaluate them together")
+                         "pass resize_to=(H, W) to evaluate them together, or mixed_sizes=True to evaluate each at its own size")
     return sizes[first]
 
 
@@ -286,13 +328,15 @@ def eval_dataset(
     resize_to: Sequence[int] | None = None,
     downsample_factor: int = 8,
     progress: bool = False,
+    mixed_sizes: bool = False,
 ) -> tuple[tf.data.Dataset, tuple[int, int]]:
     """``(batches of padded images and masks, the images' (H, W))`` of a split, in ``image_ids`` order.
 
     Images are resized to ``resize_to`` (optional) and zero-padded for ``arch``
     (:func:`helpers.modeling.builders.padded_size`; crop outputs back with ``[:, :H, :W]``).
+    ``mixed_sizes``: images of several sizes are padded to one canvas (``(H, W)`` is its size, see :func:`split_shape`).
     """
-    shape = split_shape(wide, image_ids, resize_to)
+    shape = split_shape(wide, image_ids, resize_to, mixed_sizes)
     pad_to = builders.padded_size(shape, arch, downsample_factor)
     transforms = tf_augment.eval_augment(resize_to=tuple(resize_to) if resize_to else None, pad_to=pad_to)  # TF ops
     data = pipeline.make_dataset(data_dir, image_ids, wide, pipeline.Batching(batch_size, training=False), transforms=transforms,
@@ -308,14 +352,20 @@ def read_split(
     resize_to: Sequence[int] | None = None,
     batch_size: int = 8,
     downsample_factor: int = 8,
+    mixed_sizes: bool = False,
 ) -> Split:
-    """The images (padded for ``arch``) and true masks of ``image_ids`` of a Severstal-layout dataset, decoded once."""
+    """The images (padded for ``arch``) and true masks of ``image_ids`` of a Severstal-layout dataset, decoded once.
+
+    ``mixed_sizes``: images of several sizes on one canvas, each at its own resolution (:attr:`Split.valid`).
+    """
     wide = severstal.read_dataset(data_dir) if wide is None else wide
-    data, shape = eval_dataset(data_dir, image_ids, wide, batch_size, arch, resize_to, downsample_factor)
+    data, shape = eval_dataset(data_dir, image_ids, wide, batch_size, arch, resize_to, downsample_factor, mixed_sizes=mixed_sizes)
     batches = [(images.numpy(), masks.numpy()) for images, masks in data]
     inputs = np.concatenate([images for images, _ in batches])
     truths = np.concatenate([masks for _, masks in batches])[:, : shape[0], : shape[1]].astype(np.uint8)
-    return Split(image_ids=list(image_ids), inputs=inputs, truths=truths, shape=shape)
+    sizes = split_sizes(wide, image_ids, resize_to)
+    return Split(image_ids=list(image_ids), inputs=inputs, truths=truths, shape=shape,
+                 sizes=sizes if len(set(sizes)) > 1 else None)
 
 
 def predict_dataset(
@@ -328,13 +378,17 @@ def predict_dataset(
     batch_size: int = 8,
     flips: Sequence[str] = (),
     downsample_factor: int = 8,
+    mixed_sizes: bool = False,
 ) -> Split:
-    """:func:`read_split` plus ``model``'s probabilities, averaged over ``flips`` (:func:`helpers.modeling.postprocess.flip_tta`)."""
-    split = read_split(data_dir, image_ids, wide, arch, resize_to, batch_size, downsample_factor)
+    """:func:`read_split` plus ``model``'s probabilities, averaged over ``flips`` (:func:`helpers.modeling.postprocess.flip_tta`).
+
+    Mixed sizes: each image is predicted on the canvas, its probabilities outside its own pixels set to 0.
+    """
+    split = read_split(data_dir, image_ids, wide, arch, resize_to, batch_size, downsample_factor, mixed_sizes)
     started = time.perf_counter()
     probs = postprocess.flip_tta(model.predict, split.inputs, flips=tuple(flips), batch_size=batch_size, verbose=0)
     seconds = time.perf_counter() - started
-    return Split(split.image_ids, split.inputs, split.truths, split.shape, split.crop(probs), seconds)
+    return Split(split.image_ids, split.inputs, split.truths, split.shape, split.crop(probs), seconds, split.sizes)
 
 
 def _parser() -> argparse.ArgumentParser:

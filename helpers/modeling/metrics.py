@@ -83,8 +83,8 @@ def _binary(array: np.ndarray, name: str) -> np.ndarray:
     return array != 0
 
 
-def _prepare(y_true, y_pred, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``(N, H, W, C)`` arrays and return them as bool."""
+def _prepare(y_true, y_pred, threshold: float | None, valid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``(N, H, W, C)`` arrays and return them as bool (``False`` outside ``valid``, ``(N, H, W)``, if given)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 4 or y_pred.ndim != 4:
         raise ValueError(f"y_true and y_pred must be 4-D (N, H, W, C), got shapes {y_true.shape} and {y_pred.shape}")
@@ -94,14 +94,27 @@ def _prepare(y_true, y_pred, threshold: float | None) -> tuple[np.ndarray, np.nd
         raise ValueError(f"y_true and y_pred are empty (shape {y_true.shape})")
     truth = _binary(y_true, "y_true")
     if threshold is None:
-        return truth, _binary(y_pred, "y_pred")
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    outside = ~((y_pred >= 0) & (y_pred <= 1))
-    if outside.any():
-        raise ValueError(f"y_pred must hold probabilities in [0, 1], found values such as "
-                         f"{np.unique(y_pred[outside])[:5].tolist()}")
-    return truth, y_pred > threshold
+        pred = _binary(y_pred, "y_pred")
+    else:
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        outside = ~((y_pred >= 0) & (y_pred <= 1))
+        if outside.any():
+            raise ValueError(f"y_pred must hold probabilities in [0, 1], found values such as "
+                             f"{np.unique(y_pred[outside])[:5].tolist()}")
+        pred = y_pred > threshold
+    if valid is None:
+        return truth, pred
+    inside = _valid(valid, truth.shape)[..., None]
+    return truth & inside, pred & inside
+
+
+def _valid(valid, shape: tuple[int, ...]) -> np.ndarray:
+    """``valid`` as a bool ``(N, H, W)`` array matching masks of ``shape = (N, H, W, C)``."""
+    inside = np.asarray(valid)
+    if inside.shape != tuple(shape[:3]):
+        raise ValueError(f"valid must have the masks' (N, H, W) shape {tuple(shape[:3])}, got {inside.shape}")
+    return _binary(inside, "valid")
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -115,9 +128,12 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- Dice
 
-def dice_per_pair(y_true, y_pred, threshold: float | None = None) -> np.ndarray:
-    """Dice of every (image, class) pair of ``(N, H, W, C)`` masks as an ``(N, C)`` array (1 if both empty)."""
-    truth, pred = _prepare(y_true, y_pred, threshold)
+def dice_per_pair(y_true, y_pred, threshold: float | None = None, valid=None) -> np.ndarray:
+    """Dice of every (image, class) pair of ``(N, H, W, C)`` masks as an ``(N, C)`` array (1 if both empty).
+
+    ``valid``: ``(N, H, W)`` bool, the pixels that count (images of mixed sizes on one canvas); default all.
+    """
+    truth, pred = _prepare(y_true, y_pred, threshold, valid)
     intersection = (truth & pred).sum(axis=(1, 2))
     total = truth.sum(axis=(1, 2)) + pred.sum(axis=(1, 2))
     dice = _divide(2 * intersection, total)
@@ -198,17 +214,25 @@ class ConfusionCounts:
         return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
 
 
-def confusion_counts(y_true, y_pred, threshold: float | None = None) -> ConfusionCounts:
-    """Per-class and background TP/FP/FN/TN pixel counts of ``(N, H, W, C)`` masks (index 0 = background)."""
-    truth, pred = _prepare(y_true, y_pred, threshold)
+def confusion_counts(y_true, y_pred, threshold: float | None = None, valid=None) -> ConfusionCounts:
+    """Per-class and background TP/FP/FN/TN pixel counts of ``(N, H, W, C)`` masks (index 0 = background).
+
+    ``valid``: ``(N, H, W)`` bool, the pixels that count (the padding of a mixed-size canvas is not background).
+    """
+    truth, pred = _prepare(y_true, y_pred, threshold, valid)
+    truth_background, pred_background = ~truth.any(axis=-1, keepdims=True), ~pred.any(axis=-1, keepdims=True)
+    n_pixels = np.int64(np.prod(truth.shape[:3]))
+    if valid is not None:
+        inside = _valid(valid, truth.shape)[..., None]
+        truth_background, pred_background, n_pixels = truth_background & inside, pred_background & inside, np.int64(inside.sum())
     # (N, H, W, C + 1) with channel 0 = "no class"
-    truth = np.concatenate([~truth.any(axis=-1, keepdims=True), truth], axis=-1)
-    pred = np.concatenate([~pred.any(axis=-1, keepdims=True), pred], axis=-1)
+    truth = np.concatenate([truth_background, truth], axis=-1)
+    pred = np.concatenate([pred_background, pred], axis=-1)
     axes = (0, 1, 2)
     tp = (truth & pred).sum(axis=axes, dtype=np.int64)
     fp = pred.sum(axis=axes, dtype=np.int64) - tp
     fn = truth.sum(axis=axes, dtype=np.int64) - tp
-    tn = np.int64(np.prod(truth.shape[:3])) - tp - fp - fn
+    tn = n_pixels - tp - fp - fn
     return ConfusionCounts(tp, fp, fn, tn)
 
 
@@ -286,9 +310,10 @@ def summarise(counts: ConfusionCounts, dice_pairs: np.ndarray | None = None,
 
 
 def evaluate(y_true, y_pred, threshold: float | None = None,
-             class_names: Sequence[str] | Mapping[int, str] | None = None) -> dict[str, float]:
-    """:func:`summarise` of ``(N, H, W, C)`` masks in memory."""
-    return summarise(confusion_counts(y_true, y_pred, threshold), dice_per_pair(y_true, y_pred, threshold), class_names)
+             class_names: Sequence[str] | Mapping[int, str] | None = None, valid=None) -> dict[str, float]:
+    """:func:`summarise` of ``(N, H, W, C)`` masks in memory; ``valid``: ``(N, H, W)`` bool, the pixels that count."""
+    return summarise(confusion_counts(y_true, y_pred, threshold, valid), dice_per_pair(y_true, y_pred, threshold, valid),
+                     class_names)
 
 
 def evaluate_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float | None = None,
