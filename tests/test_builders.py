@@ -568,6 +568,33 @@ def test_set_batchnorm_momentum_reaches_nested_layers_and_drives_the_moving_mean
     np.testing.assert_allclose(model.get_layer("outer_bn").moving_mean.numpy(), [2.0, 20.0], rtol=1e-6)
 
 
+def test_reestimate_batchnorm_sets_the_mean_of_the_batch_statistics_and_restores_momentum():
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 1, use_bias=False, kernel_initializer="ones", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99, name="bn")(x))
+    kernel = model.get_layer("conv").get_weights()
+    first = np.arange(32, dtype=np.float32).reshape(2, 4, 4, 1)  # mean 15.5
+    second = np.full((2, 4, 4, 1), 100.0, np.float32)  # mean 100, variance 0
+    batches = [(first, "masks"), (second, "masks"), (np.full((2, 4, 4, 1), -1e6, np.float32), "masks")]
+    assert builders.reestimate_batchnorm(model, batches, n_batches=2) == 2  # the third batch is not read
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [(15.5 + 100.0) / 2] * 2, rtol=1e-6)
+    batch_variance = np.var(first) * first.size / (first.size - 1)  # Keras keeps the unbiased batch variance
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [batch_variance / 2] * 2, rtol=1e-5)
+    assert bn.momentum == 0.99
+    assert builders.reestimate_batchnorm(model, batches[1:2], n_batches=5) == 1  # a shorter stream: what it holds
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [100.0] * 2, rtol=1e-6)
+    np.testing.assert_array_equal(model.get_layer("conv").get_weights()[0], kernel[0])  # no weight changed
+
+
+@pytest.mark.parametrize("n_batches, batches, message", [(0, [np.zeros((1, 4, 4, 1))], "n_batches must be an integer >= 1"),
+                                                         (2, [], "batches is empty")])
+def test_reestimate_batchnorm_refuses_nothing_to_read(n_batches, batches, message):
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match=message):
+        builders.reestimate_batchnorm(model, batches, n_batches)
+
+
 @pytest.mark.parametrize("momentum", [1.0, -0.1, 1, "0.9", True])
 def test_set_batchnorm_momentum_refuses_values_outside_0_1(momentum):
     model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])

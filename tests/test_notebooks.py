@@ -129,8 +129,9 @@ def test_resize_to_runs_training_and_export(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_images_of_mixed_sizes_train_on_crops_and_score_at_their_own_size(tmp_path, mixed_steel_dir):
-    overrides = {"data_dir": str(mixed_steel_dir), "image_size": [48, 96], "thresholds": [0.5], "min_areas": [0]}
+def test_mixed_sizes_train_on_crops_and_score_at_their_own_size_after_batchnorm_reestimation(tmp_path, mixed_steel_dir):
+    overrides = {"data_dir": str(mixed_steel_dir), "image_size": [48, 96], "thresholds": [0.5], "min_areas": [0],
+                 "bn_reestimate_batches": 2}
     run_dir = run.run_notebooks("smoke", only=["03"], overrides=overrides, root=tmp_path, outputs_root=tmp_path / "outputs",
                                 progress=False)
     summary = json.loads((run_dir / "run.json").read_text())
@@ -138,8 +139,9 @@ def test_images_of_mixed_sizes_train_on_crops_and_score_at_their_own_size(tmp_pa
     executed = nbformat.read(run_dir / "notebooks" / "03_train_segmentation.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "each scored at its own size on a 64x160 canvas" in printed
+    assert "BatchNorm statistics re-estimated on 1 training batch(es)" in printed  # 4 training images: one batch of 4
     scores = json.loads((run_dir / "metrics" / "03_train_segmentation.json").read_text())
-    assert 0.0 <= scores["severstal_score"] <= 1.0 and scores["mixed_sizes"] is True
+    assert 0.0 <= scores["severstal_score"] <= 1.0 and scores["mixed_sizes"] is True and scores["bn_reestimate_batches"] == 2
 
 
 @pytest.mark.notebooks

@@ -73,6 +73,7 @@ from helpers.modeling import weight_files
 __all__ = [
     "needs_fixed_size",
     "padded_size",
+    "reestimate_batchnorm",
     "round_up",
     "size_multiple",
     "ARCHITECTURES",
@@ -568,6 +569,38 @@ def set_encoder_batchnorm_trainable(model: keras.Model, backbone: str, trainable
     for layer in layers:
         layer.trainable = bool(trainable)
     return len(layers)
+
+
+def reestimate_batchnorm(model: keras.Model, batches: Iterable, n_batches: int) -> int:
+    """Replace every BatchNormalization layer's moving statistics by their mean over the first ``n_batches`` of ``batches``.
+
+    AdaBN-style re-estimation on the target's images before fine-tuning, for an encoder whose
+    stored statistics come from another domain or from few images (the int8-recovered ImageNet
+    files were calibrated on 136 photos). ``batches`` yields images ``(B, H, W, 1)`` or
+    ``(images, ...)`` tuples (a training dataset). The model runs forward in training mode, no
+    weight changes; batch ``k`` is averaged in with momentum ``(k - 1) / k``, so each statistic is
+    the plain mean over the batches (fewer when ``batches`` ends first). Momentum is restored
+    after. Returns the number of batches read.
+    """
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"n_batches must be an integer >= 1; got {n_batches!r}")
+    layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    seen = 0
+    try:
+        for batch in batches:
+            if seen == n_batches:
+                break
+            seen += 1
+            for layer in layers:
+                layer.momentum = (seen - 1) / seen
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    if seen == 0:
+        raise ValueError("batches is empty: nothing to re-estimate the BatchNorm statistics on")
+    return seen
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
