@@ -572,6 +572,7 @@ def test_reestimate_batchnorm_sets_the_mean_of_the_batch_statistics_and_restores
     inputs = keras.Input((4, 4, 1))
     x = keras.layers.Conv2D(2, 1, use_bias=False, kernel_initializer="ones", name="conv")(inputs)
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99, name="bn")(x))
+    model.get_layer("bn").trainable = False  # a frozen encoder's BatchNorm is re-estimated too
     kernel = model.get_layer("conv").get_weights()
     first = np.arange(32, dtype=np.float32).reshape(2, 4, 4, 1)  # mean 15.5
     second = np.full((2, 4, 4, 1), 100.0, np.float32)  # mean 100, variance 0
@@ -581,7 +582,7 @@ def test_reestimate_batchnorm_sets_the_mean_of_the_batch_statistics_and_restores
     np.testing.assert_allclose(bn.moving_mean.numpy(), [(15.5 + 100.0) / 2] * 2, rtol=1e-6)
     batch_variance = np.var(first) * first.size / (first.size - 1)  # Keras keeps the unbiased batch variance
     np.testing.assert_allclose(bn.moving_variance.numpy(), [batch_variance / 2] * 2, rtol=1e-5)
-    assert bn.momentum == 0.99
+    assert bn.momentum == 0.99 and not bn.trainable
     assert builders.reestimate_batchnorm(model, batches[1:2], n_batches=5) == 1  # a shorter stream: what it holds
     np.testing.assert_allclose(bn.moving_mean.numpy(), [100.0] * 2, rtol=1e-6)
     np.testing.assert_array_equal(model.get_layer("conv").get_weights()[0], kernel[0])  # no weight changed

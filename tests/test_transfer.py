@@ -95,7 +95,8 @@ def test_an_imagenet_file_by_path_initialises_the_encoder_and_is_recorded(radiog
 
 def test_a_default_recipe_records_no_later_field():  # runs recorded before those fields existed still resume
     record = TINY.record("imagenet")
-    assert "imagenet_weights" not in record and "encoder_batchnorm" not in record
+    assert "imagenet_weights" not in record and "encoder_batchnorm" not in record and "bn_reestimate_batches" not in record
+    assert dataclasses.replace(TINY, bn_reestimate_batches=3).record("random")["bn_reestimate_batches"] == 3
     with pytest.raises(ValueError, match=r"encoder_batchnorm must be one of \['trainable', 'frozen'\]"):
         transfer.FoldRecipe(encoder_batchnorm="fixed")
 
@@ -117,7 +118,8 @@ def test_initialisation_errors_name_what_is_missing(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "field, value, message",
     [("epochs", 0, "epochs must be an integer >= 1"), ("image_size", (32,), "image_size"),
-     ("bn_momentum", 1.0, r"bn_momentum must be in \[0, 1\)"), ("seed", -1, "seed")],
+     ("bn_momentum", 1.0, r"bn_momentum must be in \[0, 1\)"), ("seed", -1, "seed"),
+     ("bn_reestimate_batches", -1, "bn_reestimate_batches must be an integer >= 0")],
 )
 def test_fold_recipes_are_checked_when_made(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -155,6 +157,15 @@ def test_run_fold_scores_every_epoch_and_reports_the_last(task, score, crop, tin
         transfer.model_settings(task, recipe)))
     images = np.zeros((1, SIZE, SIZE, 1), np.float32)
     assert run.model.predict(images, verbose=0).shape == ((1, 2) if task == "classification" else (1, SIZE, SIZE, 1))
+
+
+def test_run_fold_reestimates_batchnorm_on_its_training_batches_when_asked(tiny_dataset, tmp_path, monkeypatch):
+    root, wide, _ = tiny_dataset
+    calls = []
+    monkeypatch.setattr(transfer.builders, "reestimate_batchnorm", lambda model, batches, n: calls.append((model.name, n)) or n)
+    recipe = dataclasses.replace(TINY, epochs=1, bn_reestimate_batches=2)
+    transfer.run_fold("classification", "random", root, wide, list(wide.index[:6]), list(wide.index[6:]), tmp_path / "run", recipe)
+    assert len(calls) == 1 and calls[0][1] == 2
 
 
 def test_run_fold_refuses_crops_for_classification(tiny_dataset, tmp_path):

@@ -579,15 +579,18 @@ def reestimate_batchnorm(model: keras.Model, batches: Iterable, n_batches: int) 
     files were calibrated on 136 photos). ``batches`` yields images ``(B, H, W, 1)`` or
     ``(images, ...)`` tuples (a training dataset). The model runs forward in training mode, no
     weight changes; batch ``k`` is averaged in with momentum ``(k - 1) / k``, so each statistic is
-    the plain mean over the batches (fewer when ``batches`` ends first). Momentum is restored
-    after. Returns the number of batches read.
+    the plain mean over the batches (fewer when ``batches`` ends first). Frozen BatchNorm layers
+    (``trainable=False``) are re-estimated too; momentum and ``trainable`` are restored after.
+    Returns the number of batches read. Call it before ``compile``.
     """
     if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
         raise ValueError(f"n_batches must be an integer >= 1; got {n_batches!r}")
     layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
+    saved = [(layer.momentum, layer.trainable) for layer in layers]
     seen = 0
     try:
+        for layer in layers:
+            layer.trainable = True  # a frozen BatchNorm runs in inference mode: it would learn nothing
         for batch in batches:
             if seen == n_batches:
                 break
@@ -596,8 +599,8 @@ def reestimate_batchnorm(model: keras.Model, batches: Iterable, n_batches: int) 
                 layer.momentum = (seen - 1) / seen
             model(batch[0] if isinstance(batch, (tuple, list)) else batch, training=True)
     finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
+        for layer, (momentum, trainable) in zip(layers, saved):
+            layer.momentum, layer.trainable = momentum, trainable
     if seen == 0:
         raise ValueError("batches is empty: nothing to re-estimate the BatchNorm statistics on")
     return seen

@@ -124,7 +124,8 @@ class FoldRecipe:
     looked up (``imagenet``), or ``imagenet_weights``: an ImageNet file by path instead (e.g. the
     int8-recovered MobileNets); ``radiograph_weights``: the encoder of notebook 05 (``radiograph``).
     ``encoder_batchnorm``: ``trainable``, or ``frozen`` (the encoder's BatchNorm kept in inference
-    mode with its loaded statistics). ``options``: backbone options (``alpha``, see :func:`helpers.modeling.builders.backbone_options`)
+    mode with its loaded statistics); ``bn_reestimate_batches = N > 0``: every BatchNorm's statistics
+    re-estimated on N training batches first (:func:`helpers.modeling.builders.reestimate_batchnorm`). ``options``: backbone options (``alpha``, see :func:`helpers.modeling.builders.backbone_options`)
     and, for segmentation, the architecture's (``decoder_filters``, ...).
     """
 
@@ -142,6 +143,7 @@ class FoldRecipe:
     bn_momentum: float = BN_MOMENTUM
     imagenet_weights: str | None = None
     encoder_batchnorm: str = "trainable"
+    bn_reestimate_batches: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,7 @@ class FoldRecipe:
             "radiograph_weights": None if not self.radiograph_weights else str(self.radiograph_weights),
             "imagenet_weights": None if not self.imagenet_weights else str(self.imagenet_weights),
             "encoder_batchnorm": checks.choice("encoder_batchnorm", self.encoder_batchnorm, ENCODER_BATCHNORM),
+            "bn_reestimate_batches": checks.integer("bn_reestimate_batches", self.bn_reestimate_batches, low=0),
             "options": {key: tuple(v) if isinstance(v, (list, tuple)) else v for key, v in dict(self.options).items()},
         }
         for name, value in fixed.items():
@@ -179,6 +182,8 @@ class FoldRecipe:
             recipe.pop("imagenet_weights")
         if recipe["encoder_batchnorm"] == "trainable":
             recipe.pop("encoder_batchnorm")
+        if recipe["bn_reestimate_batches"] == 0:
+            recipe.pop("bn_reestimate_batches")
         return {key: list(value) if isinstance(value, tuple) else value for key, value in sorted(recipe.items())}
 
     @classmethod
@@ -409,6 +414,9 @@ def run_fold(
         model, loaded, settings = build_model(task, init, recipe)
         builders.set_batchnorm_momentum(model, recipe.bn_momentum)
         builders.set_encoder_batchnorm_trainable(model, recipe.backbone, recipe.encoder_batchnorm == "trainable")
+    if recipe.bn_reestimate_batches:  # the target's statistics replace the loaded ones
+        builders.reestimate_batchnorm(model, train_data, recipe.bn_reestimate_batches)
+    with strategy.scope():
         steps = max(1, len(train_ids) // batch_size)
         schedule = train.WarmupCosine(recipe.learning_rate, total_steps=recipe.epochs * steps,
                                       min_lr=min(recipe.min_learning_rate, recipe.learning_rate))
