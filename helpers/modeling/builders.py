@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from helpers.backend import keras, sm
+from helpers.core import checks
 from helpers.modeling import weight_files
 
 __all__ = [
@@ -583,8 +584,7 @@ def reestimate_batchnorm(model: keras.Model, batches: Iterable, n_batches: int) 
     (``trainable=False``) are re-estimated too; momentum and ``trainable`` are restored after.
     Returns the number of batches read. Call it before ``compile``.
     """
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
-        raise ValueError(f"n_batches must be an integer >= 1; got {n_batches!r}")
+    n_batches = checks.positive_int("n_batches", n_batches)
     layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [(layer.momentum, layer.trainable) for layer in layers]
     seen = 0
