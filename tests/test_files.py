@@ -28,7 +28,7 @@ def _png_declaring(path: Path, height: int, width: int) -> Path:
 @pytest.mark.parametrize("size", [(30000, 30000), (10000, 10000)])  # above Pillow's error limit / its warning limit
 def test_decompression_bombs_are_refused_naming_the_file(tmp_path, size):
     bomb = _png_declaring(tmp_path / "bomb.png", *size)
-    for read in (files.image_size, files.read_grey, files.image_header):
+    for read in (files.image_size, files.read_grey, files.image_header, files.read_label_image):
         with pytest.raises(ValueError, match=r"refusing image .*bomb\.png"):
             read(bomb)
 

@@ -275,18 +275,19 @@ def read_label_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
     Unlike :func:`read_grey`, palette (``P``) masks give their palette *indices*
     and 1-bit masks give 0/1, so index masks keep their class ids. Grey masks stored as
-    identical RGB channels give one channel; colour masks raise ``ValueError``.
+    identical RGB channels give one channel; colour masks raise ``ValueError``. The header is
+    checked as in :func:`read_grey` before any pixel is decoded (decompression bombs are refused).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as image:
+    with _open(path) as image:
+        try:
             image.load()
-            mode = image.mode
-            array = np.asarray(image)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read mask {path}: {err}") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ImageError(f"cannot read mask {path}: {err}", "corrupt") from None
+        mode = image.mode
+        array = np.asarray(image)
     if mode == "1":
         array = array.astype(np.uint8)
     elif array.ndim == 3:
