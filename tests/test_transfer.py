@@ -168,6 +168,18 @@ def test_run_fold_reestimates_batchnorm_on_its_training_batches_when_asked(tiny_
     assert len(calls) == 1 and calls[0][1] == 2
 
 
+def test_run_fold_times_every_epoch_of_a_run_resumed_from_an_earlier_session(tiny_dataset, tmp_path, monkeypatch):
+    root, wide, _ = tiny_dataset
+    # the log of a run whose first epoch ran in an earlier session: 40 s then, 2 s in this call
+    resumed_log = pd.DataFrame({"epoch": [0, 1], "epoch_seconds": [40.0, 2.0], "val_accuracy": [0.5, 0.5],
+                                "val_precision": [0.5, 0.5], "val_recall": [0.5, 0.5], "val_f1": [0.5, 0.5]})
+    monkeypatch.setattr(transfer.train, "fit", lambda *args, **kwargs: resumed_log)
+    scores, _ = transfer.run_fold("classification", "random", root, wide, list(wide.index[:6]), list(wide.index[6:]),
+                                  tmp_path / "run", TINY)
+    assert scores["train_seconds"] == pytest.approx(42.0)
+    assert 0 < scores["session_seconds"] < 40.0
+
+
 def test_run_fold_refuses_crops_for_classification(tiny_dataset, tmp_path):
     root, wide, _ = tiny_dataset
     with pytest.raises(ValueError, match="crop_size is for segmentation"):

@@ -426,13 +426,16 @@ def run_fold(
     started = time.perf_counter()
     log = train.fit(model, train_data, None, run_dir, epochs=recipe.epochs, monitor=monitor, mode="max", tensorboard=False,
                     progress=progress, scorers=[_EpochScores(task, val_images, val_truth, batch_size)])
-    seconds = time.perf_counter() - started
+    session_seconds = time.perf_counter() - started
+    # every epoch of the log, also those of earlier sessions when the run resumed
+    seconds = float(log["epoch_seconds"].sum()) if "epoch_seconds" in log else session_seconds
     last = log.iloc[-1]
     names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
     scores = {name: float(last[f"val_{name}"]) for name in names}
     scores |= {"task": task, "init": init, "backbone": recipe.backbone, "encoder_layers_loaded": loaded,
                "n_train": len(train_ids), "n_val": len(val_ids), "epochs": int(len(log)), "batch_size": batch_size,
-               "bn_momentum": recipe.bn_momentum, "train_seconds": seconds}
+               "bn_momentum": recipe.bn_momentum, "train_seconds": seconds,
+               "session_seconds": session_seconds}
     # run.json written last: its presence means "done"; every worker saves (a collective), the chief into run_dir
     runs.save_run(distributed.worker_run_dir(run_dir, strategy), model, settings, scores)
     distributed.remove_worker_dir(run_dir, strategy)
