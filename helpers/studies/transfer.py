@@ -427,8 +427,7 @@ def run_fold(
     log = train.fit(model, train_data, None, run_dir, epochs=recipe.epochs, monitor=monitor, mode="max", tensorboard=False,
                     progress=progress, scorers=[_EpochScores(task, val_images, val_truth, batch_size)])
     session_seconds = time.perf_counter() - started
-    # every epoch of the log, also those of earlier sessions when the run resumed
-    seconds = float(log["epoch_seconds"].sum()) if "epoch_seconds" in log else session_seconds
+    seconds = float(log["epoch_seconds"].sum())  # every epoch, also those of earlier sessions of a resumed run
     last = log.iloc[-1]
     names = CLASSIFICATION_SCORES if task == "classification" else SEGMENTATION_SCORES
     scores = {name: float(last[f"val_{name}"]) for name in names}
