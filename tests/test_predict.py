@@ -301,6 +301,7 @@ def test_mixed_sizes_share_one_canvas_and_score_each_image_alone(mixed_steel_dir
     assert split.shape == (64, 160) and split.inputs.shape == (8, 64, 160, 1)
     assert split.sizes == [(64, 160), (48, 96)] * 4
     assert split.valid[1].sum() == 48 * 96 and split.valid[0].all()
+    assert split.valid is split.valid  # built once per split, not per access
     assert not split.probs[1, 48:].any() and not split.probs[1, :, 96:].any()  # nothing outside an image's own pixels
     alone = []
     for k, image_id in enumerate(ids):

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -264,9 +265,9 @@ class Split:
         """``(N, H, W)`` uint8 grey images at their own size (mixed sizes: on the canvas)."""
         return np.uint8(self.crop(self.inputs)[..., 0])
 
-    @property
+    @cached_property
     def valid(self) -> np.ndarray | None:
-        """``(N, H, W)`` bool, True on each image's own pixels; ``None`` when every image fills ``shape``."""
+        """``(N, H, W)`` bool, True on each image's own pixels; ``None`` when every image fills ``shape`` (built once)."""
         if self.sizes is None:
             return None
         inside = np.zeros((len(self.sizes), *self.shape), bool)
