@@ -168,17 +168,28 @@ def load_profile(name: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
 def notebook_parameters(profile: dict, notebook: str, declared: set[str], overrides: dict, root: Path = PROJECT_ROOT) -> dict:
     """Parameters for one notebook: profile common, then per-notebook, then overrides; only declared names.
 
-    Relative ``*_dir`` paths are made absolute against ``root`` (default the project folder).
+    Relative ``*_dir`` paths, and relative weight files (``*_weights`` values that look like a path,
+    ``*_encoders`` mapping values), are made absolute against ``root`` (default the project folder):
+    the notebooks run in their own folder. ``encoder_weights=imagenet`` (a name) stays as it is.
     """
     merged = {**profile["common"], **profile["notebooks"].get(notebook, {}), **overrides}
     params = {}
     for key, value in merged.items():
         if key not in declared:
             continue
-        if key.endswith("_dir") and isinstance(value, str) and value and not os.path.isabs(value):
-            value = str((Path(root) / value).resolve())
+        if key.endswith("_dir") and isinstance(value, str) and value:
+            value = _rooted(value, root)
+        elif key.endswith("_weights") and isinstance(value, str) and ("/" in value or Path(value).suffix):
+            value = _rooted(value, root)
+        elif key.endswith("_encoders") and isinstance(value, dict):
+            value = {label: _rooted(path, root) if isinstance(path, str) and path else path for label, path in value.items()}
         params[key] = value
     return params
+
+
+def _rooted(path: str, root: Path) -> str:
+    """``path`` made absolute against ``root`` when relative."""
+    return path if os.path.isabs(path) else str((Path(root) / path).resolve())
 
 
 def _parse_overrides(pairs: list[str]) -> dict:

@@ -103,6 +103,24 @@ def test_only_declared_parameters_are_passed():
     assert params == {"data_dir": str(run.PROJECT_ROOT / "data" / "a")}
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("radiograph_weights", "outputs/r/pretrained/a.h5", "ROOT/outputs/r/pretrained/a.h5"),
+    ("imagenet_weights", "w/mobilenet.h5", "ROOT/w/mobilenet.h5"),
+    ("encoder_weights", "imagenet", "imagenet"),  # a name, not a path
+    ("encoder_weights", "", ""),
+    ("radiograph_weights", "/abs/a.h5", "/abs/a.h5"),
+    ("radiograph_encoders", {"big": "outputs/r/pretrained/b.h5", "abs": "/abs/c.h5"},
+     {"big": "ROOT/outputs/r/pretrained/b.h5", "abs": "/abs/c.h5"}),
+])
+def test_relative_weight_files_resolve_against_the_project_root(key, value, expected, tmp_path):
+    """The notebooks run in their own folder: a relative weights path given to the runner means the project's."""
+    params = run.notebook_parameters({"common": {}, "notebooks": {}}, "06_x", {key}, {key: value}, root=tmp_path)
+    def rooted(text):
+        return text.replace("ROOT", str(tmp_path))
+    want = {k: rooted(v) for k, v in expected.items()} if isinstance(expected, dict) else rooted(expected)
+    assert params == {key: want}
+
+
 @pytest.mark.parametrize("pair, expected", [("epochs=3", {"epochs": 3}), ("arch=unet", {"arch": "unet"}),
                                             ("lr=1e-3", {"lr": 1e-3}), ("flag=true", {"flag": True}), ("name=", {"name": ""})])
 def test_override_parsing(pair, expected):
