@@ -228,6 +228,28 @@ def test_fold_summary_formats_mean_and_std():
     assert table["n"].tolist() == [2, 2]
 
 
+def test_fold_summary_of_one_fold_gives_the_score_without_a_spread():
+    scores = pd.DataFrame({"init": ["a", "b", "b"], "f1": [0.37, 0.5, 0.7]})
+    table = transfer.fold_summary(scores, ["f1"])
+    assert table.loc["a", "f1"] == "0.3700" and table.loc["b", "f1"] == "0.6000 ± 0.1414"
+
+
+@pytest.mark.parametrize("dataset, task, init, column, expected", [
+    ("gdxray-weld", "classification", "random", "paper F1", 0.8529),
+    ("gdxray-weld", "segmentation", "radiograph:chest-large", "paper mIoU %", 73.92),
+    ("zju-casting", "classification", "imagenet", "paper accuracy %", 89.56),
+    ("zju-casting", "segmentation", "radiograph", "paper recall %", 54.93),
+])
+def test_with_paper_figures_adds_the_papers_row_of_each_initialisation(dataset, task, init, column, expected):
+    table = pd.DataFrame({"f1": ["0.5"]}, index=pd.Index([init], name="init"))
+    assert transfer.with_paper_figures(table, task, dataset).loc[init, column] == expected
+
+
+def test_with_paper_figures_names_the_allowed_datasets():
+    with pytest.raises(ValueError, match="gdxray-weld"):
+        transfer.with_paper_figures(pd.DataFrame(index=["random"]), "classification", "neu-seg")
+
+
 def _manifest(folder, name, weights, mtime, **fields):
     path = folder / f"{name}.json"
     path.write_text(json.dumps({"weights": str(weights), **fields}))

@@ -70,6 +70,7 @@ __all__ = [
     "ENCODER_BATCHNORM",
     "FoldRecipe",
     "INITIALISATIONS",
+    "PAPER_FIGURES",
     "SEGMENTATION_SCORES",
     "TASKS",
     "build_model",
@@ -85,6 +86,7 @@ __all__ = [
     "run_path",
     "sensitivity_grid",
     "training_subset",
+    "with_paper_figures",
 ]
 
 BN_MOMENTUM = 0.9
@@ -94,6 +96,25 @@ ENCODER_BATCHNORM = ("trainable", "frozen")
 TASKS = ("classification", "segmentation")
 CLASSIFICATION_SCORES = ("accuracy", "precision", "recall", "f1")
 SEGMENTATION_SCORES = ("precision", "recall", "accuracy", "pixel_accuracy", "iou_defect", "iou_background", "miou")
+# the paper's Tables 3 and 4 (ResNet50; "radiograph": its CheXpert pre-training), per dataset, task and kind of init
+PAPER_FIGURES = {
+    "gdxray-weld": {
+        "classification": {"random": {"accuracy %": 85.03, "F1": 0.8529}, "imagenet": {"accuracy %": 93.44, "F1": 0.9379},
+                           "radiograph": {"accuracy %": 97.78, "F1": 0.9699}},
+        "segmentation": {
+            "random": {"precision %": 69.20, "recall %": 48.35, "accuracy %": 73.64, "mIoU %": 68.00},
+            "imagenet": {"precision %": 71.05, "recall %": 51.63, "accuracy %": 75.18, "mIoU %": 69.35},
+            "radiograph": {"precision %": 74.28, "recall %": 61.93, "accuracy %": 80.45, "mIoU %": 73.92}},
+    },
+    "zju-casting": {
+        "classification": {"random": {"accuracy %": 71.31, "F1": 0.7125}, "imagenet": {"accuracy %": 89.56, "F1": 0.8928},
+                           "radiograph": {"accuracy %": 91.69, "F1": 0.9151}},
+        "segmentation": {
+            "random": {"precision %": 50.61, "recall %": 50.69, "accuracy %": 75.16, "mIoU %": 66.58},
+            "imagenet": {"precision %": 54.44, "recall %": 54.24, "accuracy %": 76.95, "mIoU %": 68.32},
+            "radiograph": {"precision %": 56.79, "recall %": 54.93, "accuracy %": 77.31, "mIoU %": 69.04}},
+    },
+}
 
 
 def training_subset(ids: Sequence[str], labels: pd.Series, fraction: float, seed: int = 0) -> list[str]:
@@ -575,6 +596,17 @@ def fold_summary(scores: pd.DataFrame, columns: Sequence[str], by: Sequence[str]
     """``mean ± std`` over folds of ``columns`` per group ``by`` (strings, 4 decimals), plus the fold count ``n``."""
     grouped = scores.groupby(list(by), sort=False)[list(columns)]
     mean, std = grouped.mean(), grouped.std(ddof=1)
-    table = mean.map(lambda v: f"{v:.4f}") + " ± " + std.map(lambda v: f"{v:.4f}")
+    table = mean.map(lambda v: f"{v:.4f}") + std.map(lambda v: "" if pd.isna(v) else f" ± {v:.4f}")  # one fold: no spread
     table["n"] = grouped.size()
+    return table
+
+
+def with_paper_figures(table: pd.DataFrame, task: str, dataset: str) -> pd.DataFrame:
+    """``table`` (one row per initialisation) plus ``paper <score>`` columns: :data:`PAPER_FIGURES` of ``dataset``'s ``task``."""
+    checks.choice("dataset", dataset, list(PAPER_FIGURES))
+    checks.choice("task", task, TASKS)
+    figures = PAPER_FIGURES[dataset][task]
+    table = table.copy()
+    for score in figures["random"]:
+        table[f"paper {score}"] = [figures[init_kind(init)][score] for init in table.index]
     return table
