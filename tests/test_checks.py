@@ -13,6 +13,8 @@ GOOD = [
     (lambda: checks.fraction("val_fraction", 0), 0.0),
     (lambda: checks.fraction("share", 1, zero=False, one=True), 1.0),
     (lambda: checks.choice("mode", "max", ("max", "min")), "max"),
+    (lambda: checks.choices("tasks", ("min", "max"), ("max", "min")), ["min", "max"]),
+    (lambda: checks.choices("tasks", [], ("max", "min")), []),
     (lambda: checks.size("image_size", [64, 128], 32), (64, 128)),
 ]
 
@@ -29,6 +31,10 @@ BAD = [
     (lambda: checks.fraction("share", 0, zero=False, one=True), r"share must be in \(0, 1\], got 0"),
     (lambda: checks.choice("mode", "mean", ("max", "min")), r"mode must be one of \['max', 'min'\], got 'mean'"),
     (lambda: checks.choice("mode", ["max"], {"max", "min"}), "mode must be one of"),
+    (lambda: checks.choices("tasks", ["max", "mean"], ("max", "min")), r"tasks must be a list of \['max', 'min'\], got \['max', 'mean'\]"),
+    (lambda: checks.choices("tasks", "max", ("max", "min")), r"tasks must be a list of \['max', 'min'\], got 'max'"),
+    (lambda: checks.choices("tasks", [["max"]], {"max", "min"}), "tasks must be a list of"),
+    (lambda: checks.choices("tasks", ["max", "max"], ("max", "min")), "tasks names 'max' twice"),
     (lambda: checks.size("image_size", [64], 32), r"image_size must be \(height, width\), two integers >= 32"),
     (lambda: checks.size("image_size", [16, 64], 32), r"image_size must be \(height, width\), two integers >= 32, got \[16, 64\]"),
 ]

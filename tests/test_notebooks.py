@@ -209,13 +209,28 @@ def test_transfer_with_radiograph_encoders_of_two_corpus_sizes_draws_the_corpus_
                                                          "corpus": "chest-xray", "n_train": n_train}))
         encoders[label] = str(path)
     run_dir = run.run_notebooks("smoke", only=["06"], run_name="corpus", root=tmp_path, outputs_root=tmp_path / "outputs",
-                                overrides={"inits": ["random"], "radiograph_encoders": encoders, "sweep_tasks": []},
+                                overrides={"inits": ["random"], "radiograph_encoders": encoders, "sweep_tasks": [],
+                                           "tasks": ["classification"]},
                                 progress=False)
     result = json.loads((run_dir / "metrics" / "06_transfer_comparison.json").read_text())
     assert result["initialisations"] == ["random", "radiograph:small", "radiograph:large"]
     assert [row["corpus_images"] for row in result["corpus_curve"]] == [240, 7000]
     assert set(result["classification"]["table"]) == set(result["initialisations"])
+    assert result["segmentation"] is None and not (run_dir / "transfer" / "segmentation").exists()
     assert (run_dir / "figures" / "transfer_corpus_size.png").stat().st_size > 5000
+
+
+@pytest.mark.notebooks
+def test_transfer_with_no_tasks_trains_the_sensitivity_grid_alone(tmp_path):
+    run_dir = run.run_notebooks("smoke", only=["06"], run_name="grid", root=tmp_path, outputs_root=tmp_path / "outputs",
+                                overrides={"inits": ["random"], "tasks": [], "sweep_tasks": [],
+                                           "sensitivity_batch_sizes": [4], "sensitivity_learning_rates": [0.001, 0.01]},
+                                progress=False)
+    result = json.loads((run_dir / "metrics" / "06_transfer_comparison.json").read_text())
+    assert result["tasks"] == [] and result["classification"] is None and result["segmentation"] is None
+    assert sorted((cell["init"], cell["learning_rate"]) for cell in result["sensitivity"]) == [("random", 0.001), ("random", 0.01)]
+    assert sorted(path.name for path in (run_dir / "transfer").iterdir()) == ["folds.csv", "sensitivity"]
+    assert (run_dir / "figures" / "transfer_sensitivity.png").stat().st_size > 5000
 
 
 def _fake_competition(folder: Path, layout: str) -> list[tuple[str, int]]:

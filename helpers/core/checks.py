@@ -11,7 +11,7 @@ import math
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["choice", "fraction", "integer", "number", "positive_int", "seed", "size"]
+__all__ = ["choice", "choices", "fraction", "integer", "number", "positive_int", "seed", "size"]
 
 
 def integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -70,15 +70,29 @@ def fraction(name: str, value: object, zero: bool = True, one: bool = False) -> 
         raise ValueError(f"{name} must be in {interval}, got {value!r}") from None
 
 
+def _is_one_of(value: object, allowed: Sequence[object]) -> bool:
+    try:
+        return value in allowed
+    except TypeError:  # unhashable value against a set
+        return False
+
+
 def choice(name: str, value: object, allowed: Sequence[object]) -> object:
     """``value`` if it is one of ``allowed``."""
-    try:
-        known = value in allowed
-    except TypeError:  # unhashable value against a set
-        known = False
-    if not known:
+    if not _is_one_of(value, allowed):
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def choices(name: str, values: object, allowed: Sequence[object]) -> list:
+    """``values`` as a list of distinct members of ``allowed`` (empty allowed)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) \
+            or not all(_is_one_of(value, allowed) for value in values):
+        raise ValueError(f"{name} must be a list of {list(allowed)}, got {values!r}")
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise ValueError(f"{name} names {value!r} twice, got {values!r}")
+    return list(values)
 
 
 def size(name: str, value: object, minimum: int = 1) -> tuple[int, int]:
